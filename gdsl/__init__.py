@@ -1,0 +1,37 @@
+"""gdsl: graph deep learning for PyTorch with message passing compiled to fused kernels.
+
+The API follows DGL's, so that DGL code ports by changing the import::
+
+    import gdsl
+    import gdsl.function as fn
+
+    g = gdsl.graph(([0, 1, 2], [1, 2, 0]))
+    g.ndata["h"] = torch.randn(3, 4)
+    g.update_all(fn.copy_u("h", "m"), fn.sum("m", "h_sum"))
+"""
+from . import function
+from .backend import available_backends, current_backend, register_backend, use_backend
+from .base import ALL, EID, NID
+from .convert import (bipartite, create_block, from_edge_index, from_networkx, from_scipy, graph,
+                      heterograph)
+from .errors import BackendError, CompileError, DeviceError, FeatureError, GdslError, GraphError
+from .graph import Graph
+from .relation import Relation
+from .transform import (add_self_loop, edge_subgraph, node_subgraph, remove_self_loop, reverse,
+                        to_bidirected, to_simple)
+from .udf import EdgeBatch, NodeBatch
+from . import message_passing as _message_passing  # noqa: F401  (registers the reference back end)
+from . import data
+
+DGLGraph = Graph  # DGL's class name, for isinstance checks in ported code
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ALL", "EID", "NID", "Graph", "DGLGraph", "Relation", "EdgeBatch", "NodeBatch",
+    "graph", "bipartite", "create_block", "heterograph", "from_edge_index", "from_networkx",
+    "from_scipy", "reverse", "add_self_loop", "remove_self_loop", "to_simple", "to_bidirected",
+    "node_subgraph", "edge_subgraph", "use_backend", "available_backends", "current_backend",
+    "register_backend", "GdslError", "GraphError", "FeatureError", "DeviceError", "BackendError",
+    "CompileError", "function", "data",
+]

@@ -1,0 +1,65 @@
+"""Segment reductions in plain torch: the building blocks of the reference semantics.
+
+``scatter_reduce`` reduces per-edge rows into per-node rows (0 where a node gets nothing);
+``segment_softmax`` normalises per-edge logits over the edges of each node. Both are
+differentiable with torch autograd and are used by the reference executor and the IR interpreter.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _expand_index(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return index.reshape(-1, *([1] * (like.dim() - 1))).expand_as(like)
+
+
+def scatter_reduce(op: str, msg: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """Reduce the rows of ``msg`` into ``num_rows`` rows by ``index`` with sum, mean, max or min.
+
+    Rows that receive nothing are 0. max/min send the gradient to a single winning row per
+    (output row, feature): the first among equal values, i.e. the smallest position in ``msg``.
+    """
+    index = index.to(torch.int64)
+    out_shape = (num_rows, *msg.shape[1:])
+    full_index = _expand_index(index, msg)
+    if op in ("sum", "mean"):
+        total = msg.new_zeros(out_shape).scatter_add(0, full_index, msg)
+        if op == "sum":
+            return total
+        count = torch.bincount(index, minlength=num_rows).clamp(min=1)
+        return total / count.reshape(-1, *([1] * (msg.dim() - 1))).to(total.dtype)
+    if op not in ("max", "min"):
+        raise ValueError(f"unknown reducer {op!r}")
+    if msg.shape[0] == 0:
+        return msg.new_zeros(out_shape)
+    value = msg.detach()
+    best = msg.new_full(out_shape, _extreme(msg.dtype, op)).scatter_reduce(
+        0, full_index, value, "amax" if op == "max" else "amin")
+    is_best = value == best.gather(0, full_index)
+    num_edges = msg.shape[0]
+    position = torch.arange(num_edges, device=msg.device).reshape(-1, *([1] * (msg.dim() - 1)))
+    candidate = torch.where(is_best, position.expand_as(msg), num_edges)
+    winner = torch.full(out_shape, num_edges, device=msg.device, dtype=torch.int64)
+    winner = winner.scatter_reduce(0, full_index, candidate, "amin")
+    picked = msg.gather(0, winner.clamp(max=num_edges - 1))
+    return torch.where(winner < num_edges, picked, torch.zeros_like(picked))
+
+
+def segment_softmax(logits: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """Softmax of ``logits`` over the rows sharing an ``index`` value (max-subtracted)."""
+    index = index.to(torch.int64)
+    if logits.shape[0] == 0:
+        return logits.clone()
+    full_index = _expand_index(index, logits)
+    row_max = logits.new_full((num_rows, *logits.shape[1:]), float("-inf")).scatter_reduce(
+        0, full_index, logits.detach(), "amax")
+    shifted = (logits - row_max.gather(0, full_index)).exp()
+    denom = shifted.new_zeros((num_rows, *logits.shape[1:])).scatter_add(0, full_index, shifted)
+    return shifted / denom.gather(0, full_index)
+
+
+def _extreme(dtype: torch.dtype, op: str):
+    if dtype.is_floating_point:
+        return float("-inf") if op == "max" else float("inf")
+    info = torch.iinfo(dtype)
+    return info.min if op == "max" else info.max
