@@ -32,6 +32,14 @@ class BuiltinFunction(abc.ABC):
     def fields(self) -> tuple[str, ...]:
         """The field names the built-in reads and writes, in DGL's argument order."""
 
+    # Built-ins are values: fn.copy_u('h', 'm') made twice is the same program, so compiled
+    # kernels are found again without re-tracing.
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and (self.name, self.fields()) == (other.name, other.fields())
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.name, self.fields()))
+
 
 def _operand(edges, target: str, field: str) -> torch.Tensor:
     store = {"u": edges.src, "v": edges.dst, "e": edges.data}[target]

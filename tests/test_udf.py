@@ -156,6 +156,36 @@ def test_mailbox_is_in_edge_id_order(case, seed):
             assert [int(b) for b in box] == O.in_edges(case, node)
 
 
+def record_mailboxes(calls):
+    def reduce(nodes):
+        calls.append((nodes.nodes().tolist(), nodes.mailbox["m"][..., 0].tolist()))
+        return {"first": nodes.mailbox["m"][:, 0]}
+    return reduce
+
+
+@FEW
+@given(case=with_edges(blocks=False), draw=st.data())
+def test_mailbox_order_in_send_and_recv_and_pull(case, draw):
+    g = case.build()
+    g.edata["eid"] = torch.arange(case.num_edges, dtype=torch.float64).unsqueeze(1)
+    eids = draw.draw(st.lists(st.integers(0, case.num_edges - 1), unique=True, min_size=1))
+    calls = []
+    g.send_and_recv(torch.as_tensor(eids, dtype=case.idtype), fn.copy_e("eid", "m"),
+                    record_mailboxes(calls))  # eids in a shuffled order
+    for nodes, boxes in calls:
+        for node, box in zip(nodes, boxes):
+            assert [int(b) for b in box] == O.in_edges(case, node, eids)
+    assert sorted(v for nodes, _ in calls for v in nodes) == O.touched(case, eids)
+    pulled = draw.draw(st.lists(st.integers(0, case.num_src - 1), unique=True, min_size=1))
+    calls.clear()
+    g.pull(torch.as_tensor(pulled, dtype=case.idtype), fn.copy_e("eid", "m"), record_mailboxes(calls))
+    for nodes, boxes in calls:
+        for node, box in zip(nodes, boxes):
+            assert [int(b) for b in box] == O.in_edges(case, node)
+    assert sorted(v for nodes, _ in calls for v in nodes) == \
+        sorted(v for v in pulled if O.in_degree(case, v))
+
+
 @FEW
 @given(case=with_edges(), seed=st.integers(0, 10**6))
 def test_reduce_udf_never_sees_zero_degree_nodes(case, seed):
@@ -352,3 +382,25 @@ def test_apply_udf_returning_non_dict_raises():
     g = fixed_graph()
     with pytest.raises(gdsl.GdslError):
         g.apply_nodes(lambda n: n.data["x"])
+
+
+def node_ids_as_feature(nodes):
+    return {"out": nodes.nodes().to(torch.float64).unsqueeze(1)}
+
+
+def test_apply_node_udf_sees_original_node_ids_in_send_and_recv_and_pull():
+    g = fixed_graph()
+    g.send_and_recv(torch.tensor([3, 2]), fn.copy_u("x", "m"), fn.sum("m", "out"), node_ids_as_feature)
+    assert_close(g.ndata["out"], np.array([[0.0], [0.0], [2.0], [3.0], [0.0], [0.0]]))
+    g.ndata["out"] = torch.full((6, 1), -1.0, dtype=torch.float64)
+    g.pull(torch.tensor([5, 1]), fn.copy_u("x", "m"), fn.sum("m", "out"), node_ids_as_feature)
+    assert_close(g.ndata["out"], np.array([[-1.0], [1.0], [-1.0], [-1.0], [-1.0], [5.0]]))
+
+
+def test_apply_node_udf_on_block_reads_dstdata():
+    b = gdsl.bipartite((torch.tensor([0, 1, 2]), torch.tensor([1, 1, 0])), 3, 2)
+    b.srcdata["x"] = torch.tensor([[1.0], [2.0], [4.0]], dtype=torch.float64)
+    b.dstdata["y"] = torch.tensor([[10.0], [20.0]], dtype=torch.float64)
+    b.update_all(fn.copy_u("x", "m"), lambda n: {"h": n.mailbox["m"].sum(1) + n.data["y"]},
+                 lambda n: {"h": n.data["h"] * n.data["y"]})
+    assert_close(b.dstdata["h"], np.array([[(4.0 + 10.0) * 10.0], [(1.0 + 2.0 + 20.0) * 20.0]]))

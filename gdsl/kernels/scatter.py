@@ -13,11 +13,13 @@ def _expand_index(index: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return index.reshape(-1, *([1] * (like.dim() - 1))).expand_as(like)
 
 
-def scatter_reduce(op: str, msg: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
+def scatter_reduce(op: str, msg: torch.Tensor, index: torch.Tensor, num_rows: int,
+                   return_arg: bool = False):
     """Reduce the rows of ``msg`` into ``num_rows`` rows by ``index`` with sum, mean, max or min.
 
     Rows that receive nothing are 0. max/min send the gradient to a single winning row per
     (output row, feature): the first among equal values, i.e. the smallest position in ``msg``.
+    With ``return_arg`` (max/min only) also return that position per (row, feature), -1 if none.
     """
     index = index.to(torch.int64)
     out_shape = (num_rows, *msg.shape[1:])
@@ -31,7 +33,9 @@ def scatter_reduce(op: str, msg: torch.Tensor, index: torch.Tensor, num_rows: in
     if op not in ("max", "min"):
         raise ValueError(f"unknown reducer {op!r}")
     if msg.shape[0] == 0:
-        return msg.new_zeros(out_shape)
+        # Zeros that still belong to msg's autograd graph (as the sum path's do).
+        empty = msg.new_zeros(out_shape) + msg.sum() * 0
+        return (empty, torch.full(out_shape, -1, dtype=torch.int64, device=msg.device)) if return_arg else empty
     value = msg.detach()
     best = msg.new_full(out_shape, _extreme(msg.dtype, op)).scatter_reduce(
         0, full_index, value, "amax" if op == "max" else "amin")
@@ -42,7 +46,10 @@ def scatter_reduce(op: str, msg: torch.Tensor, index: torch.Tensor, num_rows: in
     winner = torch.full(out_shape, num_edges, device=msg.device, dtype=torch.int64)
     winner = winner.scatter_reduce(0, full_index, candidate, "amin")
     picked = msg.gather(0, winner.clamp(max=num_edges - 1))
-    return torch.where(winner < num_edges, picked, torch.zeros_like(picked))
+    result = torch.where(winner < num_edges, picked, torch.zeros_like(picked))
+    if return_arg:
+        return result, torch.where(winner < num_edges, winner, -1)
+    return result
 
 
 def segment_softmax(logits: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:

@@ -1,0 +1,198 @@
+"""Fusion: split an optimized program into a node stage, fused kernels and an epilogue.
+
+- The **node stage** computes everything that varies per node or per weight only (hoisted,
+  ``materialize``-d values): dense torch work on N rows, run by the IR interpreter.
+- **Kernels** hold the per-edge work and the mailbox reductions. A *gather-reduce* kernel owns one
+  row per program instance and walks that row's edges: rows are destinations (in-CSR) for
+  reductions into ``dst``, sources (out-CSR) for reductions ``into='src'`` (how gradients reach
+  source features). Messages never leave the kernel. An *edge map* kernel only writes per-edge
+  outputs. Per-edge outputs of a program with reductions ride along in one of its kernels.
+- The **epilogue** is per-node (or per-weight) math on the reduced values, e.g. ``sum / norm``.
+
+Inside a kernel program, node-stage values appear as loads of synthetic fields ``$<index>``, so
+code generators only ever see loads, per-edge math and reductions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import CompileError
+from .ir import Builder, Instr, Program
+from .ops import MAILBOX_REDUCERS, OPS
+from .passes import dce
+
+
+@dataclass(frozen=True)
+class KernelInput:
+    name: str     # field name, "$<index>" for node-stage values, "#<index>" for weights
+    space: str    # src | dst | edge | param
+    dtype: object
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class KernelPlan:
+    """One fused kernel over the rows ``rows`` ('dst': in-CSR, 'src': out-CSR).
+
+    ``program`` has loads, per-edge math, and outputs that are either reductions into ``rows``
+    (``"<rows>:<name>"``) or per-edge values (``"edge:<name>"``)."""
+
+    pattern: str                      # "gather_reduce" | "edge_map"
+    rows: str
+    program: Program
+    inputs: tuple[KernelInput, ...]
+
+    def describe(self) -> str:
+        reads = ", ".join(f"{i.space}.{i.name}{list(i.shape)}" for i in self.inputs)
+        writes = ", ".join(name for name, _ in self.program.outputs)
+        csr = "in-CSR" if self.rows == "dst" else "out-CSR"
+        return f"{self.pattern} over {csr} rows: reads {reads or 'nothing'}; writes {writes}"
+
+
+@dataclass
+class StepPlan:
+    """A whole message-passing step: node stage -> kernels -> epilogue."""
+
+    node_stage: Program | None
+    kernels: tuple[KernelPlan, ...]
+    epilogue: Program | None
+
+    @property
+    def kernel(self) -> KernelPlan | None:
+        """The kernel of a forward step (which has at most one)."""
+        if len(self.kernels) > 1:
+            raise CompileError("internal: this step has several kernels")
+        return self.kernels[0] if self.kernels else None
+
+    def describe(self) -> str:
+        lines = []
+        if self.node_stage is not None:
+            lines.append("node stage (torch, per node): " + ", ".join(n for n, _ in self.node_stage.outputs))
+        lines += ["kernel " + k.describe() for k in self.kernels]
+        if self.epilogue is not None:
+            lines.append("epilogue (torch, per node): " + ", ".join(n for n, _ in self.epilogue.outputs))
+        return "\n".join(lines)
+
+
+def _is_reduction(ins: Instr) -> bool:
+    return ins.op in MAILBOX_REDUCERS
+
+
+def _classify(program: Program) -> list[str]:
+    """``node``, ``kernel`` or ``post`` (epilogue) for every instruction."""
+    stage: list[str] = []
+    for ins in program.instrs:
+        after_reduction = any(stage[a] == "post" or _is_reduction(program.instrs[a]) for a in ins.args)
+        if after_reduction and (ins.space == "edge" or ins.op.startswith("mailbox_")):
+            raise CompileError("a per-edge value computed from a mailbox reduction (e.g. m - m.max(1)) "
+                               "needs two passes over the edges; use torch.softmax over the mailbox "
+                               "or gdsl.edge_softmax", where=ins.where)
+        if ins.op.startswith("mailbox_") or ins.space == "edge":
+            stage.append("kernel")
+        elif after_reduction:
+            stage.append("post")
+        else:
+            stage.append("node")
+    return stage
+
+
+def _field_name(ins: Instr, index: int) -> tuple[str, tuple]:
+    if ins.op == "load_param":
+        return f"#{ins.attr('index')}", ins.attrs
+    if ins.op.startswith("load_"):
+        return ins.attr("field"), ins.attrs
+    return f"${index}", (("field", f"${index}"),)
+
+
+def _build_kernel(program: Program, stage: list[str], rows: str,
+                  outputs: list[tuple[str, int]]) -> KernelPlan:
+    """A kernel computing ``outputs`` (names, program indices) with everything they need."""
+    builder = Builder()
+    index: dict[int, int] = {}
+
+    def operand(a: int) -> int:
+        if a in index:
+            return index[a]
+        src = program.instrs[a]
+        if src.op == "const":
+            builder.instrs.append(src)
+        elif stage[a] != "kernel" or src.op.startswith("load_"):
+            name, attrs = _field_name(src, a)
+            op = "load_param" if src.op == "load_param" else f"load_{src.space}"
+            builder.instrs.append(Instr(op, (), attrs, src.dtype, src.shape, src.space, src.where))
+        else:
+            args = tuple(operand(x) for x in src.args)
+            builder.instrs.append(Instr(src.op, args, src.attrs, src.dtype, src.shape, src.space, src.where))
+        index[a] = len(builder.instrs) - 1
+        return index[a]
+
+    built = [(name, operand(i)) for name, i in outputs]
+    kprog = dce(builder.build(built))
+    has_reduction = any(_is_reduction(ins) for ins in kprog.instrs)
+    inputs = [KernelInput(_field_name(ins, i)[0], ins.space, ins.dtype, ins.shape)
+              for i, ins in enumerate(kprog.instrs) if ins.op.startswith("load_")]
+    return KernelPlan("gather_reduce" if has_reduction else "edge_map", rows, kprog, tuple(inputs))
+
+
+def plan(program: Program) -> StepPlan:
+    """Split a hoisted program (see ``passes.hoist``) into node stage, kernels and epilogue."""
+    stage = _classify(program)
+    users = program.users()
+
+    # -- node stage ------------------------------------------------------------------------------
+    node_builder = Builder()
+    node_index: dict[int, int] = {}
+    node_outputs: list[tuple[str, int]] = []
+    for i, ins in enumerate(program.instrs):
+        if stage[i] != "node":
+            continue
+        node_builder.instrs.append(Instr(ins.op, tuple(node_index[a] for a in ins.args), ins.attrs,
+                                         ins.dtype, ins.shape, ins.space, ins.where))
+        node_index[i] = len(node_builder.instrs) - 1
+        needed_later = any(stage[u] != "node" for u in users[i])
+        if needed_later and OPS[ins.op].kind not in ("load", "const"):
+            node_outputs.append((f"{ins.space}:${i}", node_index[i]))
+    node_outputs += [(name, node_index[i]) for name, i in program.outputs if stage[i] == "node"]
+    node_stage = dce(node_builder.build(node_outputs)) if node_outputs else None
+
+    # -- kernels: one per reduction direction; edge outputs join the first ----------------------
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for i, ins in enumerate(program.instrs):
+        if _is_reduction(ins) and any(stage[u] == "post" for u in users[i]):
+            groups.setdefault(ins.space, []).append((f"{ins.space}:${i}", i))
+    edge_outputs = []
+    for name, i in program.outputs:
+        if stage[i] != "kernel":
+            continue
+        ins = program.instrs[i]
+        if _is_reduction(ins):
+            groups.setdefault(ins.space, []).append((name, i))
+        else:
+            edge_outputs.append((name, i))
+    if edge_outputs:
+        target = "dst" if "dst" in groups or not groups else next(iter(groups))
+        groups.setdefault(target, []).extend(edge_outputs)
+    kernels = tuple(_build_kernel(program, stage, rows, outs) for rows, outs in sorted(groups.items()))
+
+    # -- epilogue --------------------------------------------------------------------------------
+    epi = Builder()
+    epi_index: dict[int, int] = {}
+    for i, ins in enumerate(program.instrs):
+        if stage[i] != "post":
+            continue
+        for a in ins.args:
+            if a in epi_index:
+                continue
+            src = program.instrs[a]
+            if OPS[src.op].kind in ("load", "const"):
+                epi.instrs.append(src)
+            else:  # a kernel output or a node-stage value, both computed under the name $a
+                epi.instrs.append(Instr(f"load_{src.space}", (), (("field", f"${a}"),), src.dtype,
+                                        src.shape, src.space, src.where))
+            epi_index[a] = len(epi.instrs) - 1
+        epi.instrs.append(Instr(ins.op, tuple(epi_index[a] for a in ins.args), ins.attrs, ins.dtype,
+                                ins.shape, ins.space, ins.where))
+        epi_index[i] = len(epi.instrs) - 1
+    epi_outputs = [(name, epi_index[i]) for name, i in program.outputs if stage[i] == "post"]
+    epilogue = dce(epi.build(epi_outputs)) if epi_outputs else None
+    return StepPlan(node_stage, kernels, epilogue)

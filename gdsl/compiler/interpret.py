@@ -1,0 +1,173 @@
+"""The IR interpreter: runs a program with whole-tensor torch operations.
+
+Each value is held as a tensor with one row per element of its space (``param`` values get a
+single broadcastable row). It is the executable meaning of the IR, used to check that every pass
+preserves results, and it runs traced programs without degree bucketing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from ..errors import CompileError
+from ..kernels.scatter import scatter_reduce, segment_softmax
+from .ir import Program
+from .ops import OPS
+
+
+@dataclass
+class Structure:
+    """The edges the program runs over: endpoint ids per edge and the node counts."""
+
+    src: torch.Tensor
+    dst: torch.Tensor
+    num_src: int
+    num_dst: int
+
+    @property
+    def num_edges(self) -> int:
+        return self.src.numel()
+
+
+def _lift(value: torch.Tensor, space: str, target: str, g: Structure) -> torch.Tensor:
+    if space == target or space == "param":
+        return value
+    if target != "edge":
+        raise CompileError(f"internal: cannot use a {space} value in {target} space")
+    index = g.src if space == "src" else g.dst
+    return value[index.to(torch.int64)]
+
+
+def _pad_rank(t: torch.Tensor, rank: int) -> torch.Tensor:
+    """Insert feature axes of size 1 after the row axis until ``t`` has ``rank`` dimensions
+    (0-dim constants stay scalars)."""
+    if t.dim() == 0:
+        return t
+    missing = rank - t.dim()
+    return t.reshape(t.shape[:1] + (1,) * missing + t.shape[1:]) if missing > 0 else t
+
+
+def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
+             features: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Run ``program``; ``features`` maps ``"src"``/``"dst"``/``"edge"`` to field tensors.
+
+    Edges are in edge-id order. A max/min reduction output ``name`` also yields ``name@arg``: the
+    id of the winning edge per (row, feature), -1 for rows without edges.
+    """
+    values: list[torch.Tensor] = []
+    winners: dict[int, torch.Tensor] = {}  # max/min: winning edge per (row, feature)
+    for ins in program.instrs:
+        op = ins.op
+        args = [values[a] for a in ins.args]
+        spaces = [program.instrs[a].space for a in ins.args]
+        if op in ("load_src", "load_dst", "load_edge"):
+            out = features[op[len("load_"):]][ins.attr("field")]
+        elif op == "load_param":
+            out = params[ins.attr("index")].unsqueeze(0)
+        elif op == "const":
+            # 0-dim, so that torch promotes it like the Python number it came from.
+            out = torch.tensor(ins.attr("value"), dtype=ins.dtype)
+        elif op.startswith("mailbox_"):
+            msg = _lift(args[0], spaces[0], "edge", g)
+            if spaces[0] == "param":
+                msg = msg.expand(g.num_edges, *msg.shape[1:])
+            into_src = ins.attr("into", "dst") == "src"
+            index, rows = (g.src, g.num_src) if into_src else (g.dst, g.num_dst)
+            if op == "mailbox_softmax":
+                out = segment_softmax(msg, index, rows)
+            elif op in ("mailbox_max", "mailbox_min"):
+                out, winners[len(values)] = scatter_reduce(op[len("mailbox_"):], msg, index, rows,
+                                                           return_arg=True)
+            else:
+                out = scatter_reduce(op[len("mailbox_"):], msg, index, rows)
+        elif op == "edge_id":
+            out = torch.arange(g.num_edges, device=g.src.device)
+        elif op == "in_degree":
+            out = torch.bincount(g.dst.to(torch.int64), minlength=g.num_dst).to(ins.dtype)
+        elif op == "rows_sum":
+            out = args[0].sum(0, keepdim=True)
+        else:
+            args = [_lift(a, s, ins.space, g) for a, s in zip(args, spaces)]
+            out = _apply(ins, args, g)
+        if out.dtype != ins.dtype:
+            out = out.to(ins.dtype)
+        values.append(out)
+    results = {}
+    rows_of = {"src": g.num_src, "dst": g.num_dst, "edge": g.num_edges}
+    for name, index in program.outputs:
+        ins = program.instrs[index]
+        value = values[index]
+        space = name.split(":", 1)[0]
+        if space == "param":
+            results[name] = value.reshape(ins.shape)
+            continue
+        if ins.space == "param":
+            value = value.reshape(1, *ins.shape).expand(rows_of[space], *ins.shape)
+        elif ins.space != space:
+            value = _lift(value, ins.space, space, g)
+        results[name] = value
+        if index in winners:  # what the backward of max/min reads, as compiled kernels save it
+            results[f"{name}@arg"] = winners[index]
+    return results
+
+
+def _apply(ins, args: list[torch.Tensor], g: Structure) -> torch.Tensor:
+    op = ins.op
+    kind = OPS[op].kind
+    if kind == "materialize":
+        return args[0]
+    if kind in ("unary", "binary", "compare", "ternary"):
+        if op == "cast":
+            return args[0].to(ins.attr("to"))
+        rank = max(a.dim() for a in args)
+        args = [_pad_rank(a, rank) for a in args]
+        if op == "leaky_relu":
+            return OPS[op].torch_fn(args[0], ins.attr("negative_slope"))
+        if op == "elu":
+            return OPS[op].torch_fn(args[0], ins.attr("alpha"))
+        return OPS[op].torch_fn(*args)
+    if kind == "feature_reduce":
+        x = args[0]
+        axis = ins.attr("axis") % (x.dim() - 1) + 1
+        keepdim = bool(ins.attr("keepdim"))
+        reducer = op[len("feature_"):]
+        if reducer in ("max", "min"):
+            return getattr(torch, "amax" if reducer == "max" else "amin")(x, axis, keepdim=keepdim)
+        return getattr(torch, reducer)(x, axis, keepdim=keepdim)
+    if op == "reshape":
+        return args[0].reshape(args[0].shape[:1] + tuple(ins.attr("shape")))
+    if op == "expand":
+        x = _pad_rank(args[0], len(ins.shape) + 1)
+        return x.expand(x.shape[0], *ins.shape)
+    if op == "pad":
+        x = args[0]
+        axis = ins.attr("axis") % (x.dim() - 1) + 1
+        before = ins.attr("start")
+        after = ins.attr("size") - before - x.shape[axis]
+        widths = [0, 0] * (x.dim() - axis - 1) + [before, after]
+        return torch.nn.functional.pad(x, widths)
+    if op == "outer":
+        x, gr = args
+        rows = max(x.shape[0], gr.shape[0])
+        lead = math.prod(ins_lead) if (ins_lead := x.shape[1:-1]) else 1
+        x = x.expand(rows, *x.shape[1:]).reshape(rows, lead, x.shape[-1])
+        gr = gr.expand(rows, *gr.shape[1:]).reshape(rows, lead, gr.shape[-1])
+        out = torch.einsum("rlk,rlm->rkm", x, gr)
+        return out.transpose(1, 2) if ins.attr("transpose") else out
+    if op == "slice":
+        x = args[0]
+        axis = ins.attr("axis") % (x.dim() - 1) + 1
+        return x.narrow(axis, ins.attr("start"), ins.attr("stop") - ins.attr("start"))
+    if op == "cat":
+        rows = max(a.shape[0] for a in args)
+        args = [a.expand(rows, *a.shape[1:]) for a in args]
+        axis = ins.attr("axis") % (args[0].dim() - 1) + 1
+        return torch.cat(args, axis)
+    if op == "matmul":
+        x, w = args
+        w = w[0]  # parameters carry a broadcast row
+        return x @ (w.t() if ins.attr("transpose") else w)
+    raise CompileError(f"internal: the interpreter has no rule for {op!r}")
