@@ -86,6 +86,12 @@ def main() -> None:
         logits = model(g, x)
     print(f"test accuracy {accuracy(logits, y, test):.4f}  |  {args.epochs} epochs in {elapsed:.2f} s "
           f"({1000 * elapsed / args.epochs:.1f} ms/epoch)")
+    files = gdsl.generated_files()
+    if files:
+        print(f"\ngenerated kernels ({len(files)}, forward and backward) are in {gdsl.cache_dir()}:")
+        for path in files:
+            print(f"  {path}")
+        print("print one with: cat <file>; the IR and plan are in each file's header")
 
 
 if __name__ == "__main__":

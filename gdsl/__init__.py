@@ -21,7 +21,11 @@ from .transform import (add_self_loop, edge_subgraph, node_subgraph, remove_self
                         to_bidirected, to_simple)
 from .udf import EdgeBatch, NodeBatch
 from . import message_passing as _message_passing  # noqa: F401  (registers the reference back end)
+from . import compiled as _compiled  # noqa: F401  (registers the compiled back ends)
 from . import data
+from .dsl import apply, message, reduce
+from .compiled import generated_files
+from .kernels.cache import cache_dir
 
 DGLGraph = Graph  # DGL's class name, for isinstance checks in ported code
 
@@ -33,5 +37,6 @@ __all__ = [
     "from_scipy", "reverse", "add_self_loop", "remove_self_loop", "to_simple", "to_bidirected",
     "node_subgraph", "edge_subgraph", "use_backend", "available_backends", "current_backend",
     "register_backend", "GdslError", "GraphError", "FeatureError", "DeviceError", "BackendError",
-    "CompileError", "function", "data",
+    "CompileError", "function", "data", "message", "reduce", "apply",
+    "generated_files", "cache_dir",
 ]

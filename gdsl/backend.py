@@ -72,8 +72,10 @@ def current_backend(device: torch.device | str = "cpu") -> str:
     return _DEVICE_DEFAULTS.get(torch.device(device).type, "reference")
 
 
-def get_executor(device: torch.device | str = "cpu") -> Executor:
-    name = current_backend(device)
+def get_executor(device: torch.device | str = "cpu", requested: str | None = None) -> Executor:
+    """The executor for ``device``; ``requested`` (a function's own ``backend=`` option) wins
+    over the context and the environment."""
+    name = _check(requested, "backend= option") if requested else current_backend(device)
     if name not in _INSTANCES:
         _INSTANCES[name] = _REGISTRY[name]()
     return _INSTANCES[name]

@@ -15,6 +15,7 @@ import torch
 from . import reference  # noqa: F401  (registers the reference back end)
 from .backend import get_executor
 from .base import ALL, as_id_tensor, check_range, is_all
+from .dsl import options_of
 from .errors import GraphError
 from .reference import check_outputs
 from .udf import NodeBatch
@@ -56,7 +57,7 @@ def apply_nodes(graph, func: Callable, v: Any = ALL, ntype: str | None = None) -
 def apply_edges(graph, func: Callable, edges: Any = ALL, etype=None) -> None:
     key = graph._etype(etype)
     eids = _edge_ids(graph, key, edges)
-    out = get_executor(graph.device).edge_map(graph, key, func, eids)
+    out = get_executor(graph.device, options_of(func)[0]).edge_map(graph, key, func, eids)
     graph._edge_frames[key].update_rows(eids, out)
 
 
@@ -89,7 +90,8 @@ def pull(graph, v: Any, message_func: Callable, reduce_func: Callable,
 
 
 def _reduce_and_store(graph, key, eids, message_func, reduce_func, apply_node_func, active) -> None:
-    out = get_executor(graph.device).gather_reduce(graph, key, message_func, reduce_func, eids)
+    executor = get_executor(graph.device, options_of(message_func, reduce_func)[0])
+    out = executor.gather_reduce(graph, key, message_func, reduce_func, eids)
     if active is not None:
         out = {k: v[active] for k, v in out.items()}
     dst_frame = graph._dst_frames[key[2]]

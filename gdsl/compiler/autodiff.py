@@ -36,8 +36,9 @@ class GradInput:
 
 
 def input_of(ins: Instr) -> GradInput | None:
-    if ins.op == "load_param":
-        return GradInput("param", f"#{ins.attr('index')}")
+    if ins.op == "load_param":  # a traced weight (#index) or a node-stage value ($k)
+        index = ins.attr("index")
+        return GradInput("param", f"#{index}" if index is not None else ins.attr("field"))
     if ins.op in ("load_src", "load_dst", "load_edge"):
         return GradInput(ins.space, ins.attr("field"))
     return None
@@ -54,7 +55,7 @@ class _Emitter:
         return self.b.add(op, tuple(args), attrs or None, where=self.where)
 
     def const(self, value) -> int:
-        dtype = torch.bool if isinstance(value, bool) else torch.get_default_dtype()
+        dtype = torch.bool if isinstance(value, bool) else torch.float64  # weak: never widens
         return self.b.add("const", (), {"value": value, "weak": True}, dtype=dtype, shape=(),
                           space="param", where=self.where)
 

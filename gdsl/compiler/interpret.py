@@ -66,7 +66,9 @@ def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
         if op in ("load_src", "load_dst", "load_edge"):
             out = features[op[len("load_"):]][ins.attr("field")]
         elif op == "load_param":
-            out = params[ins.attr("index")].unsqueeze(0)
+            index = ins.attr("index")
+            value = params[index] if index is not None else features["param"][ins.attr("field")]
+            out = value.unsqueeze(0)
         elif op == "const":
             # 0-dim, so that torch promotes it like the Python number it came from.
             out = torch.tensor(ins.attr("value"), dtype=ins.dtype)
@@ -86,12 +88,14 @@ def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
         elif op == "edge_id":
             out = torch.arange(g.num_edges, device=g.src.device)
         elif op == "in_degree":
-            out = torch.bincount(g.dst.to(torch.int64), minlength=g.num_dst).to(ins.dtype)
+            given = getattr(g, "degrees", None)  # a structure may carry its rows' degrees
+            out = (given if given is not None else
+                   torch.bincount(g.dst.to(torch.int64), minlength=g.num_dst)).to(ins.dtype)
         elif op == "rows_sum":
             out = args[0].sum(0, keepdim=True)
         else:
             args = [_lift(a, s, ins.space, g) for a, s in zip(args, spaces)]
-            out = _apply(ins, args, g)
+            out = apply_instruction(ins, args, g)
         if out.dtype != ins.dtype:
             out = out.to(ins.dtype)
         values.append(out)
@@ -114,7 +118,8 @@ def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
     return results
 
 
-def _apply(ins, args: list[torch.Tensor], g: Structure) -> torch.Tensor:
+def apply_instruction(ins, args: list[torch.Tensor], g: Structure | None) -> torch.Tensor:
+    """The value of one instruction (not a load, constant or reduction) from its arguments."""
     op = ins.op
     kind = OPS[op].kind
     if kind == "materialize":

@@ -36,7 +36,7 @@ def broadcast_shapes(a: tuple[int, ...], b: tuple[int, ...], where: str | None =
         raise CompileError(f"{what}feature shapes {a} and {b} do not broadcast", where=where) from None
 
 
-def _promote(instrs: list[Instr]) -> torch.dtype:
+def promote(instrs: list[Instr]) -> torch.dtype:
     """Result dtype of mixing operands; weak (Python-number) constants never widen a tensor."""
     strong = [i.dtype for i in instrs if not (i.op == "const" and i.attr("weak"))]
     if not strong:
@@ -54,7 +54,7 @@ def _elementwise(instrs: list[Instr], attrs: dict) -> tuple[torch.dtype, tuple[i
     shape: tuple[int, ...] = ()
     for ins in instrs:
         shape = broadcast_shapes(shape, ins.shape, attrs.get("_where"))
-    return _promote(instrs), shape, join_spaces(i.space for i in instrs)
+    return promote(instrs), shape, join_spaces(i.space for i in instrs)
 
 
 def _unary_float(instrs, attrs):
@@ -71,7 +71,7 @@ def _compare(instrs, attrs):
 
 def _where(instrs, attrs):
     _, shape, space = _elementwise(instrs, attrs)
-    return _promote(instrs[1:]), shape, space
+    return promote(instrs[1:]), shape, space
 
 
 def _given(instrs, attrs):  # loads and constants carry their own type
@@ -116,7 +116,7 @@ def _cat(instrs, attrs):
         total += ins.shape[axis]
     shape = list(first.shape)
     shape[axis] = total
-    return _promote(instrs), tuple(shape), join_spaces(i.space for i in instrs)
+    return promote(instrs), tuple(shape), join_spaces(i.space for i in instrs)
 
 
 def _slice(instrs, attrs):
@@ -137,7 +137,7 @@ def _matmul(instrs, attrs):
     if not x.shape or x.shape[-1] != k:
         raise CompileError(f"matmul: feature shape {x.shape} does not match a weight of shape {w.shape}"
                            f"{' (transposed)' if attrs.get('transpose') else ''}")
-    return _promote([x, w]), x.shape[:-1] + (m,), x.space
+    return promote([x, w]), x.shape[:-1] + (m,), x.space
 
 
 def _mailbox_reduce(instrs, attrs):
@@ -171,7 +171,7 @@ def _outer(instrs, attrs):
     if x.shape[:-1] != g.shape[:-1]:
         raise CompileError(f"internal: outer of feature shapes {x.shape} and {g.shape}")
     shape = (g.shape[-1], x.shape[-1]) if attrs.get("transpose") else (x.shape[-1], g.shape[-1])
-    return _promote([x, g]), shape, join_spaces([x.space, g.space])
+    return promote([x, g]), shape, join_spaces([x.space, g.space])
 
 
 def _rows_sum(instrs, attrs):

@@ -297,8 +297,9 @@ def _operand(tracer: Tracer, value: Any, lead: int, rank: int) -> tuple[int, int
     """
     if isinstance(value, Proxy):
         return value.index, value.lead
-    if value is MAILBOX:  # m.shape[1]: the number of messages of each node
-        return tracer.emit("in_degree", (), {"dtype": torch.get_default_dtype()}), 0
+    if value is MAILBOX:  # m.shape[1]: the number of messages of each node (>= 1 where it is used)
+        degree = tracer.emit("in_degree", (), {"dtype": torch.get_default_dtype()})
+        return tracer.emit("maximum", (degree, tracer.const(1))), 0
     if isinstance(value, _Sym):
         raise CompileError(f"the {value.name} dimension (all rows) cannot be used as a value",
                            where=user_location())

@@ -1,0 +1,68 @@
+"""Shared benchmark helpers: graphs, timing (median of repeats after warm-up), peak memory.
+
+CPU memory is the growth of the process's peak RSS while a case runs; run each case in a fresh
+process (``bench/run_case.py``-style) when comparing memory, as peak RSS never goes down.
+"""
+from __future__ import annotations
+
+import gc
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    runs_ms: list[float]
+
+
+def uniform_graph(num_nodes: int, num_edges: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, num_nodes, (num_edges,), generator=gen),
+            torch.randint(0, num_nodes, (num_edges,), generator=gen))
+
+
+def power_law_graph(num_nodes: int, num_edges: int, seed: int = 0, a: float = 0.57, b: float = 0.19,
+                    c: float = 0.19) -> tuple[torch.Tensor, torch.Tensor]:
+    """R-MAT edges (Chakrabarti et al.): skewed in- and out-degrees, hubs included."""
+    gen = torch.Generator().manual_seed(seed)
+    scale = max(1, (num_nodes - 1).bit_length())
+    src = torch.zeros(num_edges, dtype=torch.int64)
+    dst = torch.zeros(num_edges, dtype=torch.int64)
+    for level in range(scale):
+        r = torch.rand(num_edges, generator=gen)
+        right = ((r >= a) & (r < a + b)) | (r >= a + b + c)
+        down = r >= a + b
+        src |= down.long() << level
+        dst |= right.long() << level
+    return src % num_nodes, dst % num_nodes
+
+
+def time_it(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> Timing:
+    for _ in range(warmup):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        runs.append((time.perf_counter() - start) * 1000)
+    return Timing(statistics.median(runs), runs)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> str:
+    import numba
+    import numpy
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+            f"torch {torch.__version__}, numba {numba.__version__}, numpy {numpy.__version__}, "
+            f"python {platform.python_version()}")

@@ -1,0 +1,426 @@
+"""The compiled executor: message passing through the compiler and generated kernels.
+
+For each (message, reduce, feature schema) it traces once, optimizes, plans, and generates the
+forward kernel; the backward kernels are derived by autodiff and generated on first use. A step
+runs as: node stage (torch, recorded by autograd) -> fused kernel (a ``torch.autograd.Function``
+whose backward runs the generated backward kernels) -> epilogue (torch).
+"""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+from .backend import register_backend
+from .compiler.autodiff import vjp
+from .compiler.fusion import KernelPlan, StepPlan, plan
+from .compiler.interpret import Structure, evaluate
+from .compiler.passes import optimize
+from .compiler.trace import FieldSpec, Traced, trace_edge_map, trace_gather_reduce
+from .dsl import UserFunction, options_of
+from .errors import BackendError, CompileError
+from .frame import RowView
+from .function import BuiltinFunction
+from .relation import Relation
+
+COMPUTE_DTYPES = (torch.float32, torch.float64)
+
+
+# ------------------------------------------------------------------------------------------------
+# Kernels: code generation + runtime per back end
+# ------------------------------------------------------------------------------------------------
+class CompiledKernel:
+    """A generated kernel for one KernelPlan on one back end."""
+
+    def __init__(self, kernel: KernelPlan, backend: str):
+        self.plan = kernel
+        self.backend = backend
+        if backend == "numba":
+            from .compiler.codegen.numba import generate_numba
+            from .kernels.numba_runtime import NumbaKernel
+            self.source = generate_numba(kernel)
+            self.runner = NumbaKernel(self.source)
+        elif backend == "triton":
+            from .compiler.codegen.triton import generate_triton
+            from .kernels.triton_runtime import TritonKernel
+            self.source = generate_triton(kernel)
+            self.runner = TritonKernel(self.source)
+        else:
+            raise BackendError(f"no code generator for backend {backend!r}")
+
+    def run(self, rel: Relation, inputs: Mapping[str, torch.Tensor],
+            params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        csr = rel.in_csr if self.plan.rows == "dst" else rel.out_csr
+        num_rows = rel.num_dst if self.plan.rows == "dst" else rel.num_src
+        return self.runner.run(csr.indptr, csr.indices, csr.eids, num_rows, rel.num_edges, inputs, params)
+
+
+_KERNELS: dict[tuple, CompiledKernel] = {}
+
+
+def generated_files() -> list[str]:
+    """The source files of every kernel generated in this process (forward and backward)."""
+    return [k.runner.path for k in _KERNELS.values()]
+
+
+def compiled_kernel(kernel: KernelPlan, backend: str) -> CompiledKernel:
+    """One generated kernel per (program, backend): identical programs share code."""
+    key = (kernel.program.fingerprint(), kernel.rows, backend)
+    if key not in _KERNELS:
+        _KERNELS[key] = CompiledKernel(kernel, backend)
+    return _KERNELS[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Running a planned step
+# ------------------------------------------------------------------------------------------------
+def _input_key(inp) -> str:
+    return f"{inp.space}:{inp.name}"
+
+
+def _run_plan(step: StepPlan, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]],
+              params: list[torch.Tensor], backend: str, kernel_runner: Callable,
+              only_rows_with_messages: bool = False) -> dict[str, torch.Tensor]:
+    """Node stage -> kernels -> epilogue. ``kernel_runner(kernel, inputs)`` runs one kernel."""
+    structure = Structure(rel.src, rel.dst, rel.num_src, rel.num_dst)
+    values: dict[str, torch.Tensor] = {}
+    if step.node_stage is not None:
+        values.update(evaluate(step.node_stage, params, structure, features))
+    for kernel in step.kernels:
+        inputs = {}
+        for inp in kernel.inputs:
+            if inp.space == "param" and inp.name.startswith("#"):
+                continue  # traced weights are passed as params
+            key = _input_key(inp)
+            inputs[key] = values[key] if key in values else features[inp.space][inp.name]
+        values.update(kernel_runner(kernel, inputs))
+    if step.epilogue is not None:
+        layered = {space: _Layered(values, space, features.get(space, {})) for space in ("src", "dst", "edge")}
+        if only_rows_with_messages:
+            values.update(_epilogue_on_rows_with_messages(step.epilogue, params, rel, layered))
+        else:
+            values.update(evaluate(step.epilogue, params, structure, layered))
+    return values
+
+
+def _epilogue_on_rows_with_messages(epilogue, params, rel: Relation, layered) -> dict[str, torch.Tensor]:
+    """Run a reduce function's epilogue only on the nodes that received messages, as DGL calls
+    the function only there: the other rows are 0 and, unlike masking afterwards, no value computed
+    for them (1 / 0, log 0) can turn their zero gradients into NaN."""
+    rows = (rel.in_degrees > 0).nonzero().flatten()
+    dst = _Rows(layered["dst"], rows)
+    sub = Structure(rel.src[:0], rel.dst[:0], rel.num_src, rows.numel())
+    degree = rel.in_degrees[rows]
+    values = evaluate(epilogue, params, _WithDegrees(sub, degree), {**layered, "dst": dst})
+    out = {}
+    for name, value in values.items():
+        full = value.new_zeros((rel.num_dst, *value.shape[1:]))
+        out[name] = full.index_copy(0, rows, value)
+    return out
+
+
+class _Rows(Mapping):
+    """Some rows of every field of a space."""
+
+    def __init__(self, base: Mapping, rows: torch.Tensor):
+        self._base, self._rows = base, rows
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._base[key][self._rows]
+
+    def __iter__(self):
+        return iter(self._base)
+
+    def __len__(self):
+        return len(self._base)
+
+
+class _WithDegrees(Structure):
+    """A structure for per-node work whose in-degrees are given rather than counted."""
+
+    def __init__(self, structure: Structure, degrees: torch.Tensor):
+        super().__init__(structure.src, structure.dst, structure.num_src, structure.num_dst)
+        self.degrees = degrees
+
+
+class _Layered(Mapping):
+    """Fields of one space: computed ``$k`` values first, then the graph's features."""
+
+    def __init__(self, values: Mapping[str, torch.Tensor], space: str, base: Mapping):
+        self._values, self._space, self._base = values, space, base
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        full = f"{self._space}:{key}"
+        return self._values[full] if full in self._values else self._base[key]
+
+    def __iter__(self):
+        return iter(self._base)
+
+    def __len__(self):
+        return len(self._base)
+
+
+class CompiledStep:
+    """A traced message-passing step with its plans and (lazily) compiled kernels."""
+
+    def __init__(self, traced: Traced, backend: str, kind: str):
+        self.kind = kind
+        self.traced = traced
+        self.backend = backend
+        self.program, self.history = optimize(traced.program)
+        self.plan = plan(self.program)
+        if len(self.plan.kernels) > 1:
+            raise CompileError("internal: a forward step planned into several kernels")
+        self.kernel = self.plan.kernels[0] if self.plan.kernels else None
+        self._backward: tuple[StepPlan, Any] | None = None
+        # The features the step reads, with the type it was traced for.
+        self.reads = {(ins.space, ins.attr("field")): FieldSpec(ins.dtype, ins.shape)
+                      for ins in traced.program.instrs if ins.op in ("load_src", "load_dst", "load_edge")}
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return self.traced.params
+
+    def forward_kernel(self) -> CompiledKernel:
+        return compiled_kernel(self.kernel, self.backend)
+
+    def backward_plan(self) -> StepPlan:
+        if self._backward is None:
+            program, history = optimize(vjp(self.kernel.program))
+            self._backward = (plan(program), history)
+        return self._backward[0]
+
+    def run(self, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        return _run_plan(self.plan, rel, features, self.params, self.backend,
+                         lambda kernel, inputs: _launch_forward(self, rel, inputs),
+                         only_rows_with_messages=self.kind == "gather_reduce")
+
+
+def _launch_forward(step: CompiledStep, rel: Relation, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    kernel = step.kernel
+    names = list(inputs)
+    param_indices = [int(i.name[1:]) for i in kernel.inputs if i.space == "param" and i.name.startswith("#")]
+    tensors = [inputs[n] for n in names] + [step.params[i] for i in param_indices]
+    out_names = [name for name, _ in kernel.program.outputs]
+    results = _KernelFunction.apply(step, rel, names, param_indices, out_names, *tensors)
+    values = dict(zip(out_names, results[:len(out_names)]))
+    values.update(zip(_arg_names(kernel), results[len(out_names):]))
+    return values
+
+
+def _arg_names(kernel: KernelPlan) -> list[str]:
+    return [f"{name}@arg" for name, i in kernel.program.outputs
+            if kernel.program.instrs[i].op in ("mailbox_max", "mailbox_min")]
+
+
+class _KernelFunction(torch.autograd.Function):
+    """A generated forward kernel whose backward runs the generated backward kernels."""
+
+    @staticmethod
+    def forward(ctx, step: CompiledStep, rel: Relation, names, param_indices, out_names, *tensors):
+        inputs = dict(zip(names, tensors))
+        params = list(step.params)
+        for i, t in zip(param_indices, tensors[len(names):]):
+            params[i] = t
+        raw = step.forward_kernel().run(rel, inputs, params)
+        outs = [raw[n.split(":", 1)[1]] if n.split(":", 1)[1] in raw else raw[n] for n in out_names]
+        args = [raw[a.split(":", 1)[1]] if a.split(":", 1)[1] in raw else raw[a] for a in _arg_names(step.kernel)]
+        ctx.step, ctx.rel, ctx.names, ctx.param_indices, ctx.out_names = step, rel, names, param_indices, out_names
+        ctx.save_for_backward(*tensors, *args)
+        ctx.mark_non_differentiable(*args)
+        return tuple(outs + args)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        step: CompiledStep = ctx.step
+        saved = ctx.saved_tensors
+        n_inputs = len(ctx.names) + len(ctx.param_indices)
+        tensors, args = saved[:n_inputs], saved[n_inputs:]
+        features: dict[str, dict[str, torch.Tensor]] = {"src": {}, "dst": {}, "edge": {}}
+        for key, t in zip(ctx.names, tensors):
+            space, name = key.split(":", 1)
+            features[space][name] = t
+        params = list(step.params)
+        for i, t in zip(ctx.param_indices, tensors[len(ctx.names):]):
+            params[i] = t
+        for key, g in zip(ctx.out_names, grads):
+            space, name = key.split(":", 1)
+            features[space][f"grad:{name}"] = g
+        for key, arg in zip(_arg_names(step.kernel), args):
+            space, name = key.split(":", 1)
+            features[space][name] = arg
+        for key in ctx.out_names:  # outputs the loss did not use get zero gradients
+            space, name = key.split(":", 1)
+            if features[space][f"grad:{name}"] is None:
+                shape = step.kernel.program.output(key).shape
+                rows = ctx.rel.num_dst if space == "dst" else ctx.rel.num_edges
+                features[space][f"grad:{name}"] = torch.zeros((rows, *shape), dtype=tensors[0].dtype
+                                                              if tensors else torch.float32)
+        bplan = step.backward_plan()
+        with torch.no_grad():
+            values = _run_plan(bplan, ctx.rel, features, params, step.backend,
+                               lambda kernel, inputs: compiled_kernel(kernel, step.backend).run(
+                                   ctx.rel, inputs, params))
+        result: list[torch.Tensor | None] = [None] * 5
+        for key, t in zip(ctx.names, tensors):
+            space, name = key.split(":", 1)
+            result.append(values.get(f"{space}:grad:{name}"))
+        for i in ctx.param_indices:
+            result.append(values.get(f"param:grad:#{i}"))
+        return tuple(result)
+
+
+# ------------------------------------------------------------------------------------------------
+# The executor
+# ------------------------------------------------------------------------------------------------
+def _schema(graph, etype) -> dict[str, dict[str, FieldSpec]]:
+    def of(frame) -> dict[str, FieldSpec]:
+        return {k: FieldSpec(v.dtype, tuple(v.shape[1:])) for k, v in frame.items()}
+    return {"src": of(graph._src_frames[etype[0]]), "dst": of(graph._dst_frames[etype[2]]),
+            "edge": of(graph._edge_frames[etype])}
+
+
+_PLAIN = (int, float, str, bool, type(None))
+
+
+def _func_key(func: Any) -> Any:
+    """What identifies a function's traced program.
+
+    Built-ins compare by value. A user function is identified by its code and what its closure
+    holds (plain values by value, tensors and modules by identity), so a UDF defined inside a
+    module's ``forward`` (a new function object on every call) is traced once, while a closure
+    over a different tensor is traced again.
+    """
+    if isinstance(func, BuiltinFunction):
+        return func
+    inner = func.func if isinstance(func, UserFunction) else func
+    owner = None
+    if inspect.ismethod(inner):
+        owner, inner = id(inner.__self__), inner.__func__
+    code = getattr(inner, "__code__", None)
+    if code is None:
+        return ("object", id(inner))
+    cells = []
+    for cell in inner.__closure__ or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            cells.append(("empty",))
+            continue
+        cells.append(value if isinstance(value, _PLAIN) else ("id", id(value)))
+    defaults = tuple(v if isinstance(v, _PLAIN) else ("id", id(v)) for v in inner.__defaults__ or ())
+    return (code, owner, tuple(cells), defaults)
+
+
+class CompiledExecutor:
+    """Executor that compiles message passing to generated kernels (``numba`` or ``triton``)."""
+
+    CACHE_SIZE = 256
+
+    def __init__(self, backend: str):
+        self.name = backend
+        # key -> (step, the functions): holding the functions keeps the ids in keys unique.
+        self._steps: OrderedDict[tuple, tuple[list[CompiledStep], tuple]] = OrderedDict()
+        self.trace_count = 0  # how many traces this executor ran (the tests check cache hits)
+
+    # -- compilation with caching -----------------------------------------------------------------
+    def step(self, kind: str, funcs: tuple, schema) -> CompiledStep:
+        """The compiled step for these functions, traced once per set of fields they read.
+
+        The cache key is the functions; a cached step is reused when every feature it reads still
+        has the same dtype and shape (features it does not read may come and go).
+        """
+        key = (kind, tuple(_func_key(f) for f in funcs))
+        entry = self._steps.get(key)
+        if entry is not None:
+            self._steps.move_to_end(key)
+            for step in entry[0]:
+                if all(schema.get(space, {}).get(name) == spec for (space, name), spec in step.reads.items()):
+                    return step
+        self.trace_count += 1
+        if kind == "gather_reduce":
+            traced = trace_gather_reduce(funcs[0], funcs[1], schema)
+        else:
+            traced = trace_edge_map(funcs[0], schema)
+        step = CompiledStep(traced, self.name, kind)
+        steps = entry[0] if entry is not None else []
+        steps.append(step)
+        self._steps[key] = (steps, funcs)  # holding the functions keeps the ids in keys unique
+        if len(self._steps) > self.CACHE_SIZE:
+            self._steps.popitem(last=False)
+        return step
+
+    def _reference(self, what: str, exc: CompileError):
+        warnings.warn(f"gdsl: running {what} on the reference executor because it cannot be "
+                      f"compiled: {exc}", stacklevel=4)
+        from .reference import ReferenceExecutor
+        return ReferenceExecutor()
+
+    # -- the executor protocol ----------------------------------------------------------------------
+    def edge_map(self, graph, etype, func, eids):
+        rel, features = _bind(graph, etype, eids)
+        try:
+            step = self.step("edge_map", (func,), _schema(graph, etype))
+        except CompileError as exc:
+            if options_of(func)[1] == "reference":
+                return self._reference("the edge function", exc).edge_map(graph, etype, func, eids)
+            raise
+        features, restore = _compute_dtype(features)
+        values = step.run(rel, features)
+        return {name.split(":", 1)[1]: restore(v) for name, v in _outputs(step, values).items()}
+
+    def gather_reduce(self, graph, etype, message_func, reduce_func, eids):
+        rel, features = _bind(graph, etype, eids)
+        try:
+            step = self.step("gather_reduce", (message_func, reduce_func), _schema(graph, etype))
+        except CompileError as exc:
+            if options_of(message_func, reduce_func)[1] == "reference":
+                return self._reference("the message/reduce functions", exc).gather_reduce(
+                    graph, etype, message_func, reduce_func, eids)
+            raise
+        features, restore = _compute_dtype(features)
+        values = step.run(rel, features)
+        return {name.split(":", 1)[1]: restore(v) for name, v in _outputs(step, values).items()}
+
+
+def _outputs(step: CompiledStep, values: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: values[name] for name, _ in step.program.outputs}
+
+
+def _bind(graph, etype, eids):
+    """The relation the step runs over and its features (an edge subset gets its own relation)."""
+    rel = graph._relations[etype]
+    src_frame, dst_frame, edge_frame = graph._src_frames[etype[0]], graph._dst_frames[etype[2]], \
+        graph._edge_frames[etype]
+    if eids is None:
+        return rel, {"src": src_frame, "dst": dst_frame, "edge": edge_frame}
+    sub = Relation(rel.src[eids], rel.dst[eids], rel.num_src, rel.num_dst)
+    return sub, {"src": src_frame, "dst": dst_frame, "edge": RowView(edge_frame, eids)}
+
+
+def _compute_dtype(features):
+    """Kernels compute in float32/float64; half-precision features are promoted (CPU)."""
+    low = {torch.float16, torch.bfloat16}
+    found = {v.dtype for frame in features.values() for v in frame.values() if v.dtype in low} \
+        if any(len(f) for f in features.values()) else set()
+    if not found:
+        return features, lambda t: t
+    promoted = {space: {k: (v.float() if v.dtype in low else v) for k, v in frame.items()}
+                for space, frame in features.items()}
+    target = found.pop()
+    return promoted, lambda t: t.to(target) if t.is_floating_point() else t
+
+
+def _register() -> None:
+    register_backend("numba", lambda: CompiledExecutor("numba"), default_for=("cpu",))
+    if importlib.util.find_spec("triton") is not None:
+        # GPU tensors by default; CPU tensors too when TRITON_INTERPRET=1 (how it is tested here).
+        register_backend("triton", lambda: CompiledExecutor("triton"), default_for=("cuda",))
+
+
+_register()

@@ -1,0 +1,1003 @@
+"""numba code generation for fused kernels (gather-reduce and edge map).
+
+:func:`generate_numba` turns a :class:`~gdsl.compiler.fusion.KernelPlan` into the text of a Python
+module with one ``@numba.njit(parallel=True)`` function. The generated code has one shape for every
+kernel (docs/design.md, section 4)::
+
+    for p in numba.prange(num_parts):               # contiguous row ranges of about equal work
+        <scratch arrays, allocated once per part>
+        for v in range(row_splits[p], row_splits[p + 1]):   # one row of the in-CSR (out-CSR)
+            <per-row values, output init>
+            for j in range(indptr[v], indptr[v + 1]):       # its edges, in edge-id order
+                <prefetch the rows entry j + PREFETCH_DISTANCE will read>
+                u = indices[j]; e = eids[j]
+                <materialised per-edge values: feature reductions, matmul, cat, shared values>
+                for f in range(F):                  # the feature axis, innermost and contiguous
+                    <message math, one line per IR instruction>
+                    <reductions / edge stores>
+            <finalise: mean divides by the degree>
+
+Rows are destinations (in-CSR, ``KernelPlan.rows == 'dst'``) or, for reductions into sources as in
+backward kernels, sources (out-CSR); ``indices[j]`` is then a destination, named ``d``. The runtime
+computes ``row_splits`` (:func:`gdsl.kernels.numba_runtime.row_splits`): several parts per thread,
+balanced by edges + rows, so that a skewed degree distribution does not leave one thread idle.
+
+Every feature array is 2-D ``(rows, flat features)``; a value of feature shape ``(H, D)`` sits at
+flat index ``h * D + d``. Broadcasting between feature shapes (numpy-style) is resolved here, at
+code-generation time, into index arithmetic per operand. Elementwise chains are evaluated inside the
+loop of whatever consumes them (a reduction, a store, a feature reduction); a value is written to
+per-part scratch memory only when it must be: feature reductions, ``matmul``, ``cat``, and values
+read by several consumers that loop over different shapes. A sub-expression that does not depend on
+the innermost loop variable is hoisted to the loop level it depends on (a per-edge scalar weight is
+loaded once per edge, a per-head value once per head, a destination value once per row).
+
+The semantics are those of :mod:`gdsl.compiler.interpret`:
+
+- ``sum``; ``mean`` is the sum divided by the in-degree in this structure;
+- ``max`` / ``min`` compare strictly, so the first entry of the row (the smallest edge id) wins
+  ties, and the winning edge id per (row, feature) is written to an int64 output ``<name>@arg``;
+- rows without in-edges get 0 (and ``-1`` as arg);
+- each value is computed in its own dtype (float32 stays float32).
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...errors import CompileError
+from ..fusion import KernelPlan
+from ..ir import Program, format_instr
+from ..ops import OPS, promote
+from .common import InputSpec, OutputSpec
+
+CODEGEN_VERSION = "numba-3"
+
+# Gather kernels prefetch the rows the entry PREFETCH_DISTANCE places ahead will read (source /
+# edge feature rows, edge output rows), at most PREFETCH_LINES cache lines per row; 0 disables.
+PREFETCH_DISTANCE = 8
+PREFETCH_LINES = 8
+
+_NP_TYPES = {
+    torch.float32: "np.float32", torch.float64: "np.float64",
+    torch.int32: "np.int32", torch.int64: "np.int64", torch.bool: "np.bool_",
+}
+_REDUCERS = {"mailbox_sum": "sum", "mailbox_mean": "mean", "mailbox_max": "max", "mailbox_min": "min"}
+
+_ROW, _EDGE = 0, 1  # placement levels; loop k of a nest is at level _EDGE + 1 + k
+_CONST = -1
+
+
+# ------------------------------------------------------------------------------------------------
+# Public result types
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class NumbaSource:
+    """A generated module: ``source`` defines ``entry``, called with ``arg_names`` in order:
+    ``indptr, indices, eids, num_rows, num_edges``, then ``inputs``, then ``outputs``."""
+
+    source: str
+    entry: str
+    arg_names: list[str]
+    inputs: list[InputSpec]
+    outputs: list[OutputSpec]
+    pattern: str
+    fingerprint: str
+
+    def output(self, name: str) -> OutputSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+# ------------------------------------------------------------------------------------------------
+# Index expressions
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Ix:
+    """An integer index expression: its text, the placement level it depends on, and its value
+    when it is a compile-time constant."""
+
+    text: str
+    level: int
+    const: int | None = None
+
+
+def _c(n: int) -> _Ix:
+    return _Ix(str(n), _CONST, n)
+
+
+_ATOM = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*$|^\d+$")
+
+
+def _paren(text: str) -> str:
+    return text if _ATOM.match(text) else f"({text})"
+
+
+def _lin(terms: list[tuple[_Ix, int]]) -> _Ix:
+    """``sum(term * stride)``, folding constants."""
+    const, parts, level = 0, [], _CONST
+    for term, stride in terms:
+        if stride == 0 or term.const == 0:
+            continue
+        if term.const is not None:
+            const += term.const * stride
+            continue
+        level = max(level, term.level)
+        parts.append(term.text if stride == 1 else f"{_paren(term.text)} * {stride}")
+    if not parts:
+        return _c(const)
+    if const:
+        parts.append(str(const))
+    return _Ix(" + ".join(parts), level)
+
+
+def _offset(term: _Ix, k: int) -> _Ix:
+    if k == 0:
+        return term
+    if term.const is not None:
+        return _c(term.const + k)
+    return _Ix(f"{term.text} + {k}", term.level)
+
+
+def _strides(shape: tuple[int, ...]) -> list[int]:
+    out, acc = [], 1
+    for s in reversed(shape):
+        out.append(acc)
+        acc *= s
+    return out[::-1]
+
+
+@dataclass(frozen=True)
+class _Flat:
+    ix: _Ix
+
+    def key(self):
+        return ("f", self.ix.text)
+
+    @property
+    def level(self) -> int:
+        return self.ix.level
+
+
+@dataclass(frozen=True)
+class _Multi:
+    ixs: tuple[_Ix, ...]
+
+    def key(self):
+        return ("m",) + tuple(t.text for t in self.ixs)
+
+    @property
+    def level(self) -> int:
+        return max((t.level for t in self.ixs), default=_CONST)
+
+
+def _to_flat(index, shape: tuple[int, ...]) -> _Ix:
+    if isinstance(index, _Flat):
+        return index.ix
+    return _lin(list(zip(index.ixs, _strides(shape))))
+
+
+def _to_multi(index, shape: tuple[int, ...]) -> _Multi:
+    if isinstance(index, _Multi):
+        return index
+    flat = index.ix
+    terms = []
+    for k, (size, stride) in enumerate(zip(shape, _strides(shape))):
+        if size == 1:
+            terms.append(_c(0))
+        elif flat.const is not None:
+            terms.append(_c((flat.const // stride) % size))
+        else:
+            text = _paren(flat.text)
+            if stride != 1:
+                text = f"{text} // {stride}"
+            if k > 0:
+                text = f"({text}) % {size}" if stride != 1 else f"{text} % {size}"
+            terms.append(_Ix(text, flat.level))
+    return _Multi(tuple(terms))
+
+
+def _broadcast_index(index: _Multi, shape: tuple[int, ...], operand: tuple[int, ...]) -> _Multi:
+    """Index into an operand of feature shape ``operand`` broadcast (right-aligned) to ``shape``."""
+    lead = len(shape) - len(operand)
+    return _Multi(tuple(_c(0) if size == 1 else index.ixs[lead + k] for k, size in enumerate(operand)))
+
+
+# ------------------------------------------------------------------------------------------------
+# Loop nests
+# ------------------------------------------------------------------------------------------------
+class _Nest:
+    """A chain of loops at the edge level; ``pre[k]`` / ``post[k]`` are the lines before / after
+    loop ``k`` inside loop ``k - 1`` (``pre[0]``: before the outermost loop)."""
+
+    def __init__(self, loops: list[tuple[str, int]]):
+        self.loops = loops
+        self.pre: list[list[str]] = [[] for _ in range(len(loops) + 1)]
+        self.post: list[list[str]] = [[] for _ in range(len(loops) + 1)]
+        self.memo: dict[tuple, tuple[str, int]] = {}
+
+    def var(self, k: int) -> _Ix:
+        return _Ix(self.loops[k][0], _EDGE + 1 + k)
+
+    def render(self, indent: str) -> list[str]:
+        lines: list[str] = []
+
+        def emit(k: int, pad: str) -> None:
+            lines.extend(pad + line for line in self.pre[k])
+            if k < len(self.loops):
+                var, extent = self.loops[k]
+                lines.append(f"{pad}for {var} in range({extent}):")
+                emit(k + 1, pad + "    ")
+            lines.extend(pad + line for line in self.post[k])
+
+        emit(0, indent)
+        return lines
+
+
+def _nest_over(shape: tuple[int, ...], flat: bool, var: str = "f") -> tuple[_Nest, Any]:
+    """A loop nest over a feature shape and the index of its innermost body."""
+    size = math.prod(shape)
+    if flat:
+        if size == 1:
+            return _Nest([]), _Flat(_c(0))
+        nest = _Nest([(var, size)])
+        return nest, _Flat(nest.var(0))
+    loops, terms = [], []
+    for k, extent in enumerate(shape):
+        if extent == 1:
+            terms.append(None)
+        else:
+            terms.append(len(loops))
+            loops.append((f"i{k}", extent))
+    nest = _Nest(loops)
+    return nest, _Multi(tuple(_c(0) if t is None else nest.var(t) for t in terms))
+
+
+# ------------------------------------------------------------------------------------------------
+# Literals and casts
+# ------------------------------------------------------------------------------------------------
+def _np_type(dtype: torch.dtype, where: str | None = None) -> str:
+    if dtype not in _NP_TYPES:
+        raise CompileError(f"the numba backend does not support dtype {dtype}", where=where)
+    return _NP_TYPES[dtype]
+
+
+def _literal(value: Any, dtype: torch.dtype) -> str:
+    if dtype == torch.bool:
+        return "True" if value else "False"
+    if dtype.is_floating_point:
+        v = float(value)
+        text = "np.nan" if v != v else ("np.inf" if v == math.inf else "-np.inf" if v == -math.inf
+                                         else repr(v))
+        return f"{_np_type(dtype)}({text})"
+    return f"{_np_type(dtype)}({int(value)})"
+
+
+def _cast(text: str, src: torch.dtype, dst: torch.dtype) -> str:
+    if src == dst:
+        return text
+    if dst == torch.bool:
+        return f"({text} != 0)"
+    return f"{_np_type(dst)}({text})"
+
+
+def _extreme(dtype: torch.dtype, op: str) -> str:
+    """The identity of max (op='max') or min over ``dtype``."""
+    if dtype.is_floating_point:
+        return _literal(-math.inf if op == "max" else math.inf, dtype)
+    if dtype == torch.bool:
+        return "False" if op == "max" else "True"
+    info = torch.iinfo(dtype)
+    return _literal(info.min if op == "max" else info.max, dtype)
+
+
+def _describe(i: int, ins) -> str:
+    """``%i = op ... type`` on one line, for the comment next to the code of an instruction."""
+    return re.sub(r"\s{2,}", "  ", format_instr(i, ins).strip())
+
+
+def _sanitize(name: str) -> str:
+    text = re.sub(r"\W", "_", name)
+    return text if text and not text[0].isdigit() else "_" + text
+
+
+# ------------------------------------------------------------------------------------------------
+# The generator
+# ------------------------------------------------------------------------------------------------
+_VIEWS = ("reshape", "slice", "expand", "materialize")
+_SCRATCH_OPS = ("cat", "pad")  # besides feature reductions and matmul/outer: computed into scratch
+
+
+class _Generator:
+    def __init__(self, kernel: KernelPlan):
+        self.kernel = kernel
+        self.prog: Program = kernel.program
+        # Rows are destinations (in-CSR) or, for reductions into sources, sources (out-CSR);
+        # ``indices[j]`` is the other endpoint of entry j, named u (a source) or d (a destination).
+        self.rows = getattr(kernel, "rows", "dst")
+        if self.rows not in ("src", "dst"):
+            raise CompileError(f"internal: kernel rows must be 'src' or 'dst', got {self.rows!r}")
+        self.other = "src" if self.rows == "dst" else "dst"
+        self.nbr = "u" if self.other == "src" else "d"
+        self.names: set[str] = {"indptr", "indices", "eids", "num_rows", "num_edges", "v", "j", "u",
+                                "d", "e", "start", "end", "first", "np", "numba", "deg", "nnz",
+                                "row_splits", "p",
+                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write",
+                                "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)}
+        self.row_lines: list[str] = []      # per-row values (before the edge loop)
+        self.alloc_lines: list[str] = []    # per-row scratch arrays
+        self.memo_row: dict[tuple, tuple[str, int]] = {}
+        self.memo_edge: dict[tuple, tuple[str, int]] = {}
+        self.uses_u = self.uses_e = self.uses_first = False
+        self.random_rows: dict[str, tuple[str, torch.dtype, int, bool]] = {}  # arg -> (row, ...)
+        for ins in self.prog.instrs:
+            _np_type(ins.dtype, ins.where)
+            if ins.op not in OPS:
+                raise CompileError(f"internal: unknown IR op {ins.op!r}", where=ins.where)
+            if ins.op == "mailbox_softmax":
+                raise CompileError("mailbox softmax (attention) kernels are not supported by the "
+                                   "numba backend yet", where=ins.where)
+
+    # -- names ---------------------------------------------------------------------------------
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            name = f"{base}_{k}"
+            k += 1
+        self.names.add(name)
+        return name
+
+    # -- arguments -----------------------------------------------------------------------------
+    def plan_arguments(self) -> None:
+        self.inputs: list[InputSpec] = []
+        self.input_of: dict[tuple[str, Any], InputSpec] = {}
+        declared = {(inp.space, inp.name): inp for inp in self.kernel.inputs}
+        for ins in self.prog.instrs:
+            if not ins.op.startswith("load_"):
+                continue
+            space = ins.op[len("load_"):]
+            if ins.op == "load_param" and ins.attr("field") is None:
+                key, name, index = ("param", ins.attr("index")), f"#{ins.attr('index')}", ins.attr("index")
+                arg = f"w{index}"
+            else:
+                key, name, index = (space, ins.attr("field")), ins.attr("field"), None
+                arg = f"{space}_{_sanitize(name)}"
+            if key in self.input_of:
+                continue
+            decl = declared.get((space, name))
+            shape = decl.shape if decl is not None else ins.shape
+            spec = InputSpec(name, space, ins.dtype, tuple(shape), self.fresh(arg), index)
+            self.inputs.append(spec)
+            self.input_of[key] = spec
+
+        self.outputs: list[OutputSpec] = []
+        self.sinks: list[tuple[OutputSpec, OutputSpec | None, int]] = []  # (out, arg, value)
+        for name, i in self.prog.outputs:
+            ins = self.prog.instrs[i]
+            space, _, fieldname = name.partition(":")
+            if space == self.rows:
+                if ins.op not in _REDUCERS or ins.attr("into", "dst") != self.rows:
+                    raise CompileError(f"internal: kernel output {name!r} is not a mailbox reduction "
+                                       f"into the kernel's {self.rows} rows ({ins.op})", where=ins.where)
+                reducer = _REDUCERS[ins.op]
+                shape = self.prog.instrs[ins.args[0]].shape
+            elif space == "edge":
+                reducer, shape = None, ins.shape
+            else:
+                raise CompileError(f"internal: kernel output {name!r} is neither {self.rows}: nor edge:")
+            out = OutputSpec(name, space, ins.dtype, math.prod(shape), tuple(shape), reducer,
+                             self.fresh(f"out_{_sanitize(fieldname)}"))
+            self.outputs.append(out)
+            arg = None
+            if reducer in ("max", "min"):
+                arg = OutputSpec(name + "@arg", space, torch.int64, out.size, out.shape, reducer,
+                                 self.fresh(f"arg_{_sanitize(fieldname)}"))
+                self.outputs.append(arg)
+            self.sinks.append((out, arg, ins.args[0] if space == self.rows else i))
+
+    # -- analysis: what lives in scratch memory ---------------------------------------------------
+    def is_load(self, i: int) -> bool:
+        return self.prog.instrs[i].op.startswith("load_")
+
+    def kind(self, i: int) -> str:
+        return OPS[self.prog.instrs[i].op].kind
+
+    def size(self, i: int) -> int:
+        return math.prod(self.prog.instrs[i].shape)
+
+    def stored(self, i: int) -> bool:
+        return self.is_load(i) or i in self.materialized
+
+    def analyze(self) -> None:
+        prog = self.prog
+        self.materialized: set[int] = set()
+        for i, ins in enumerate(prog.instrs):
+            kind = self.kind(i)
+            if kind in ("feature_reduce", "matmul") or ins.op in _SCRATCH_OPS:
+                self.materialized.add(i)
+            if kind == "matmul":  # matmul / outer read their operands at random: keep them stored
+                self.materialized.update(a for a in ins.args if not self.is_load(a)
+                                         and self.prog.instrs[a].op != "const")
+        # A computed value read by consumers of different loop nests is computed once per edge
+        # into scratch; one read by a single nest is evaluated inside it.
+        while True:
+            groups = self.sink_groups()
+            roots: list[tuple[Any, list[int]]] = [(("m", i), list(prog.instrs[i].args))
+                                                  for i in sorted(self.materialized)]
+            roots += [(("g", shape), [value for _, _, value in sinks]) for shape, sinks in groups]
+            refs: dict[int, set] = {}
+            for root, operands in roots:
+                seen: set[int] = set()
+                stack = list(operands)
+                while stack:
+                    a = stack.pop()
+                    if a in seen or self.stored(a) or prog.instrs[a].op == "const":
+                        continue
+                    seen.add(a)
+                    refs.setdefault(a, set()).add(root)
+                    stack.extend(prog.instrs[a].args)
+            new = {a for a, rs in refs.items() if len(rs) > 1 and self.size(a) > 1
+                   and prog.instrs[a].op not in _VIEWS}
+            if not new:
+                break
+            self.materialized |= new
+
+    def sink_groups(self) -> list[tuple[tuple[int, ...], list]]:
+        groups: dict[tuple[int, ...], list] = {}
+        for sink in self.sinks:
+            groups.setdefault(sink[0].shape, []).append(sink)
+        return list(groups.items())
+
+    def flat_ok(self, i: int, computing: bool = False) -> bool:
+        """Whether value ``i`` can be read at a flat index without div/mod index arithmetic."""
+        ins = self.prog.instrs[i]
+        if ins.op == "const" or (not computing and self.stored(i)):
+            return True
+        if ins.op in ("reshape", "materialize"):
+            return self.flat_ok(ins.args[0])
+        if ins.op == "expand":
+            operand = self.prog.instrs[ins.args[0]]
+            return math.prod(operand.shape) == 1 or (operand.shape == ins.shape
+                                                     and self.flat_ok(ins.args[0]))
+        if self.kind(i) == "structure":
+            return True
+        if ins.op == "slice":
+            axis = ins.attr("axis") % len(ins.shape)
+            return math.prod(ins.shape[:axis]) == 1 and self.flat_ok(ins.args[0])
+        return all(self.size(a) == 1 or (self.prog.instrs[a].shape == ins.shape and self.flat_ok(a))
+                   for a in ins.args)
+
+    # -- placement of temporaries ----------------------------------------------------------------
+    def memo_for(self, level: int, nest: _Nest) -> dict:
+        if level <= _ROW:
+            return self.memo_row
+        if level == _EDGE:
+            return self.memo_edge
+        return nest.memo
+
+    def place(self, level: int, line: str, nest: _Nest) -> None:
+        if level <= _ROW:
+            self.row_lines.append(line)
+        else:
+            nest.pre[level - _EDGE].append(line)
+
+    # -- reading values --------------------------------------------------------------------------
+    def row_of(self, space: str) -> tuple[str | None, int]:
+        if space == self.other:
+            self.uses_u = True
+            return self.nbr, _EDGE
+        if space == "edge":
+            self.uses_e = True
+            return "e", _EDGE
+        if space == self.rows:
+            return "v", _ROW
+        return None, _ROW
+
+    def access(self, i: int, flat: _Ix) -> tuple[str, int]:
+        """Direct read of a stored value (an input array or scratch) at a flat index."""
+        ins = self.prog.instrs[i]
+        if self.is_load(i):
+            space = ins.op[len("load_"):]
+            if ins.op == "load_param" and ins.attr("field") is None:
+                spec = self.input_of[("param", ins.attr("index"))]
+            else:
+                spec = self.input_of[(space, ins.attr("field"))]
+            row, level = self.row_of(space)
+            if row is None:
+                return f"{spec.arg_name}[{flat.text}]", max(level, flat.level)
+            if row != "v":
+                self.random_rows[spec.arg_name] = (row, spec.dtype, spec.size, False)
+            return f"{spec.arg_name}[{row}, {flat.text}]", max(level, flat.level)
+        name = self.scratch[i]
+        if self.size(i) == 1:
+            return name, _EDGE
+        return f"{name}[{flat.text}]", max(_EDGE, flat.level)
+
+    def value(self, i: int, index, nest: _Nest, dtype: torch.dtype | None = None) -> tuple[str, int]:
+        """Scalar expression of value ``i`` at ``index`` (of its own shape), cast to ``dtype``."""
+        ins = self.prog.instrs[i]
+        target = ins.dtype if dtype is None else dtype
+        if ins.op == "const":
+            return _literal(ins.attr("value"), target), _CONST
+        if ins.op == "edge_id":
+            self.uses_e = True
+            return _cast("np.int64(e)", torch.int64, target), _EDGE
+        if ins.op == "in_degree":
+            if self.rows != "dst":
+                raise CompileError("internal: in_degree inside a kernel over source rows (it should "
+                                   "have been hoisted to the node stage)", where=ins.where)
+            return _cast("(end - start)", torch.int64, target), _ROW
+        if i in self.materialized:
+            text, level = self.access(i, _to_flat(index, ins.shape))
+            return _cast(text, ins.dtype, target), level
+        if ins.op in _VIEWS:
+            return self.value(ins.args[0], self.view_index(ins, index), nest, target)
+        key = (i, index.key())
+        level = index.level
+        if self.is_load(i):
+            text, level = self.access(i, _to_flat(index, ins.shape))
+        else:
+            text, level = self.compute(i, index, nest)
+        memo = self.memo_for(level, nest)
+        if key in memo:
+            name = memo[key][0]
+        else:
+            if _ATOM.match(text) and not self.is_load(i):
+                name = text
+            else:
+                name = self.fresh(f"x{i}")
+                self.place(level, f"{name} = {text}  # {_describe(i, ins)}", nest)
+            memo[key] = (name, level)
+        return _cast(name, ins.dtype, target), level
+
+    def view_index(self, ins, index):
+        operand = self.prog.instrs[ins.args[0]]
+        if ins.op == "materialize":
+            return index
+        if ins.op == "expand":
+            if math.prod(operand.shape) == 1:
+                return _Multi(tuple(_c(0) for _ in operand.shape))
+            if isinstance(index, _Flat) and operand.shape == ins.shape:
+                return index
+            return _broadcast_index(_to_multi(index, ins.shape), ins.shape, operand.shape)
+        if ins.op == "reshape":
+            return _Flat(_to_flat(index, ins.shape))
+        # slice
+        axis = ins.attr("axis") % len(ins.shape)
+        start = ins.attr("start")
+        if isinstance(index, _Flat) and math.prod(ins.shape[:axis]) == 1:
+            return _Flat(_offset(index.ix, start * _strides(operand.shape)[axis]))
+        multi = _to_multi(index, ins.shape)
+        ixs = list(multi.ixs)
+        ixs[axis] = _offset(ixs[axis], start)
+        return _Multi(tuple(ixs))
+
+    def operand_index(self, ins, a: int, index):
+        """The index of operand ``a`` of elementwise ``ins`` read at ``index``."""
+        operand = self.prog.instrs[a]
+        if math.prod(operand.shape) == 1:
+            return _Multi(tuple(_c(0) for _ in operand.shape))
+        if isinstance(index, _Flat):
+            if operand.shape == ins.shape:
+                return index
+            index = _to_multi(index, ins.shape)
+        return _broadcast_index(index, ins.shape, operand.shape)
+
+    def compute(self, i: int, index, nest: _Nest) -> tuple[str, int]:
+        """The expression computing elementwise instruction ``i`` at ``index``."""
+        ins = self.prog.instrs[i]
+        op, kind, dtype = ins.op, self.kind(i), ins.dtype
+        if kind not in ("unary", "binary", "compare", "ternary"):
+            raise CompileError(f"internal: {op} cannot be computed inline", where=ins.where)
+        if kind == "compare":
+            cdtype = promote([self.prog.instrs[a] for a in ins.args])
+        elif op == "where":
+            cdtype = dtype
+        elif op == "cast":
+            cdtype = self.prog.instrs[ins.args[0]].dtype
+        else:
+            cdtype = dtype
+        args, level = [], index.level
+        for k, a in enumerate(ins.args):
+            want = torch.bool if (op == "where" and k == 0) else cdtype
+            text, lv = self.value(a, self.operand_index(ins, a, index), nest, want)
+            args.append(text)
+            level = max(level, lv)
+        zero, one = _literal(0, cdtype), _literal(1, cdtype)
+        x = args[0]
+        if op == "neg":
+            text = f"-{_paren(x)}"
+        elif op == "abs":
+            text = f"abs({x})"
+        elif op == "relu":
+            text = f"np.maximum({x}, {zero})"
+        elif op in ("exp", "log", "tanh", "sqrt"):
+            text = f"np.{op}({x})"
+        elif op == "sigmoid":
+            text = f"{one} / ({one} + np.exp(-{_paren(x)}))"
+        elif op == "rsqrt":
+            text = f"{one} / np.sqrt({x})"
+        elif op == "leaky_relu":
+            slope = _literal(ins.attr("negative_slope"), cdtype)
+            text = f"{x} if {x} > {zero} else {_paren(x)} * {slope}"
+        elif op == "elu":
+            alpha = _literal(ins.attr("alpha"), cdtype)
+            text = f"{x} if {x} > {zero} else {alpha} * np.expm1({x})"
+        elif op == "cast":
+            text = _cast(x, cdtype, dtype)
+        elif op in ("add", "sub", "mul", "div"):
+            sym = {"add": "+", "sub": "-", "mul": "*", "div": "/"}[op]
+            text = f"{_paren(args[0])} {sym} {_paren(args[1])}"
+        elif op == "pow":
+            text = f"np.power({args[0]}, {args[1]})"
+        elif op in ("maximum", "minimum"):
+            text = f"np.{op}({args[0]}, {args[1]})"
+        elif kind == "compare":
+            sym = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "eq": "==", "ne": "!="}[op]
+            text = f"{_paren(args[0])} {sym} {_paren(args[1])}"
+        elif op == "where":
+            text = f"{_paren(args[1])} if {_paren(args[0])} else {_paren(args[2])}"
+        else:
+            raise CompileError(f"the numba backend has no rule for {op!r}", where=ins.where)
+        if dtype in (torch.int32,) and kind != "compare" and op != "cast":
+            text = f"np.int32({text})"  # numba widens int32 arithmetic to int64
+        return text, level
+
+    # -- per-edge bodies -------------------------------------------------------------------------
+    def target(self, i: int, flat: _Ix) -> str:
+        name = self.scratch[i]
+        return name if self.size(i) == 1 else f"{name}[{flat.text}]"
+
+    def body_elementwise(self, i: int) -> _Nest:
+        ins = self.prog.instrs[i]
+        nest, index = _nest_over(ins.shape, self.flat_ok(i, computing=True))
+        text, level = self.compute(i, index, nest)
+        flat = _to_flat(index, ins.shape)
+        nest.pre[0].insert(0, f"# {_describe(i, ins)}  -> scratch")
+        self.place(max(_EDGE, level, flat.level), f"{self.target(i, flat)} = {text}", nest)
+        return nest
+
+    def body_feature_reduce(self, i: int) -> _Nest:
+        """A reduction over one feature axis into scratch (or a scalar).
+
+        Long reductions keep ``lanes`` independent partial accumulators (element ``r * lanes + q``
+        goes to lane ``q``), combined pairwise at the end: without fastmath a single accumulator
+        is one long chain of dependent adds, while independent lanes let LLVM vectorise."""
+        ins = self.prog.instrs[i]
+        x = self.prog.instrs[ins.args[0]]
+        axis = ins.attr("axis") % len(x.shape)
+        reducer = ins.op[len("feature_"):]
+        keep = bool(ins.attr("keepdim"))
+        loops, outer_terms = [], []
+        for k, extent in enumerate(x.shape):
+            if k == axis:
+                continue
+            if extent == 1:
+                outer_terms.append(None)
+            else:
+                outer_terms.append(len(loops))
+                loops.append((f"i{k}", extent))
+        n_outer = len(loops)
+        reduce_extent = x.shape[axis]
+        lanes = 8 if reduce_extent >= 16 else 4 if reduce_extent >= 8 else 1
+        steps, tail = divmod(reduce_extent, lanes)
+        if steps > 1:
+            loops.append(("r", steps))
+        nest = _Nest(loops)
+        outer = [_c(0) if t is None else nest.var(t) for t in outer_terms]
+        res_terms = outer[:axis] + ([_c(0)] if keep else []) + outer[axis:]
+        dtype = ins.dtype
+        if lanes == 1:
+            accs = [self.scratch[i] if self.size(i) == 1 else self.fresh(f"acc{i}")]
+        else:
+            accs = [self.fresh(f"acc{i}_{q}") for q in range(lanes)]
+        init = _extreme(dtype, reducer) if reducer in ("max", "min") else _literal(0, dtype)
+        nest.pre[0].insert(0, f"# {_describe(i, ins)}")
+        nest.pre[n_outer].extend(f"{acc} = {init}" for acc in accs)
+
+        def update(acc: str, text: str) -> str:
+            if reducer in ("sum", "mean"):
+                return f"{acc} += {text}"
+            return f"{acc} = np.{'maximum' if reducer == 'max' else 'minimum'}({acc}, {text})"
+
+        def element(red: _Ix) -> str:
+            terms = outer[:axis] + [red] + outer[axis:]
+            return self.value(ins.args[0], _Multi(tuple(terms)), nest, dtype)[0]
+
+        inner = _EDGE + len(loops)
+        step = nest.var(n_outer) if steps > 1 else None
+        for q in range(lanes):
+            red = _offset(_lin([(step, lanes)]), q) if step is not None else _c(q)
+            self.place(inner, update(accs[q], element(red)), nest)
+        for t in range(tail):  # the last reduce_extent % lanes elements, after the loop
+            nest.post[n_outer].append(update(accs[t], element(_c(steps * lanes + t))))
+        combined = accs
+        while len(combined) > 1:
+            pairs = [combined[k:k + 2] for k in range(0, len(combined), 2)]
+            if reducer in ("sum", "mean"):
+                combined = [f"({a} + {b})" for a, b in pairs]
+            else:
+                fn_name = "np.maximum" if reducer == "max" else "np.minimum"
+                combined = [f"{fn_name}({a}, {b})" for a, b in pairs]
+        final = combined[0]
+        if final.startswith("(") and final.endswith(")") and reducer in ("sum", "mean"):
+            final = final[1:-1]
+        if reducer == "mean":
+            final = f"({final}) / {_literal(reduce_extent, dtype)}"
+        flat = _lin(list(zip(res_terms, _strides(ins.shape))))
+        target = self.scratch[i] if self.size(i) == 1 else self.target(i, flat)
+        if final != target:
+            nest.post[n_outer].append(f"{target} = {final}")
+        return nest
+
+    def body_matmul(self, i: int) -> _Nest:
+        ins = self.prog.instrs[i]
+        xi, wi = ins.args
+        x = self.prog.instrs[xi]
+        w = self.prog.instrs[wi]
+        transpose = bool(ins.attr("transpose"))
+        k_dim = x.shape[-1]
+        m_dim = w.shape[0] if transpose else w.shape[1]
+        batch = math.prod(x.shape[:-1])
+        loops = ([("b", batch)] if batch > 1 else []) + ([("m", m_dim)] if m_dim > 1 else [])
+        n_outer = len(loops)
+        loops.append(("k", k_dim))
+        nest = _Nest(loops)
+        b = nest.var(0) if batch > 1 else _c(0)
+        m = nest.var(n_outer - 1) if m_dim > 1 else _c(0)
+        k = nest.var(n_outer)
+        dtype = ins.dtype
+        acc = self.scratch[i] if self.size(i) == 1 else self.fresh(f"acc{i}")
+        nest.pre[0].insert(0, f"# {_describe(i, ins)}")
+        nest.pre[n_outer].append(f"{acc} = {_literal(0, dtype)}")
+        xt, _ = self.stored_value(xi, _lin([(b, k_dim), (k, 1)]))
+        w_flat = _lin([(m, k_dim), (k, 1)]) if transpose else _lin([(k, m_dim), (m, 1)])
+        wt, _ = self.access(wi, w_flat)
+        nest.pre[n_outer + 1].append(f"{acc} += {_cast(xt, x.dtype, dtype)} * {_cast(wt, w.dtype, dtype)}")
+        if self.size(i) != 1:
+            nest.post[n_outer].append(f"{self.target(i, _lin([(b, m_dim), (m, 1)]))} = {acc}")
+        return nest
+
+    def body_cat(self, i: int) -> list[_Nest]:
+        ins = self.prog.instrs[i]
+        axis = ins.attr("axis") % len(ins.shape)
+        strides = _strides(ins.shape)
+        nests, offset = [], 0
+        for n, a in enumerate(ins.args):
+            part = self.prog.instrs[a]
+            nest, index = _nest_over(part.shape, flat=False)
+            if n == 0:
+                nest.pre[0].insert(0, f"# {_describe(i, ins)}")
+            text, level = self.value(a, index, nest, ins.dtype)
+            ixs = list(index.ixs)
+            ixs[axis] = _offset(ixs[axis], offset)
+            flat = _lin(list(zip(ixs, strides)))
+            self.place(max(_EDGE, level, flat.level), f"{self.target(i, flat)} = {text}", nest)
+            nests.append(nest)
+            offset += part.shape[axis]
+        return nests
+
+    def body_pad(self, i: int) -> list[_Nest]:
+        ins = self.prog.instrs[i]
+        axis = ins.attr("axis") % len(ins.shape)
+        zero_nest, zero_index = _nest_over(ins.shape, flat=True)
+        zero_nest.pre[0].append(f"# {_describe(i, ins)}")
+        flat = _to_flat(zero_index, ins.shape)
+        self.place(max(_EDGE, flat.level), f"{self.target(i, flat)} = {_literal(0, ins.dtype)}", zero_nest)
+        part = self.prog.instrs[ins.args[0]]
+        nest, index = _nest_over(part.shape, flat=False)
+        text, level = self.value(ins.args[0], index, nest, ins.dtype)
+        ixs = list(index.ixs)
+        ixs[axis] = _offset(ixs[axis], ins.attr("start"))
+        flat = _lin(list(zip(ixs, _strides(ins.shape))))
+        self.place(max(_EDGE, level, flat.level), f"{self.target(i, flat)} = {text}", nest)
+        return [zero_nest, nest]
+
+    def body_outer(self, i: int) -> _Nest:
+        """``out[k, m] = sum_l x[l, k] * g[l, m]`` over the leading axes l (transposed: [m, k])."""
+        ins = self.prog.instrs[i]
+        xi, gi = ins.args
+        x, g = self.prog.instrs[xi], self.prog.instrs[gi]
+        k_dim, m_dim = x.shape[-1], g.shape[-1]
+        lead = math.prod(x.shape[:-1])
+        loops = ([("k", k_dim)] if k_dim > 1 else []) + ([("m", m_dim)] if m_dim > 1 else [])
+        n_outer = len(loops)
+        if lead > 1:
+            loops.append(("l", lead))
+        nest = _Nest(loops)
+        k = nest.var(0) if k_dim > 1 else _c(0)
+        m = nest.var(n_outer - 1) if m_dim > 1 else _c(0)
+        l = nest.var(n_outer) if lead > 1 else _c(0)
+        dtype = ins.dtype
+        acc = self.scratch[i] if self.size(i) == 1 else self.fresh(f"acc{i}")
+        nest.pre[0].insert(0, f"# {_describe(i, ins)}")
+        nest.pre[n_outer].append(f"{acc} = {_literal(0, dtype)}")
+        xt, _ = self.stored_value(xi, _lin([(l, k_dim), (k, 1)]))
+        gt, _ = self.stored_value(gi, _lin([(l, m_dim), (m, 1)]))
+        self.place(_EDGE + len(loops), f"{acc} += {_cast(xt, x.dtype, dtype)} * {_cast(gt, g.dtype, dtype)}",
+                   nest)
+        if self.size(i) != 1:
+            out = _lin([(m, k_dim), (k, 1)]) if ins.attr("transpose") else _lin([(k, m_dim), (m, 1)])
+            nest.post[n_outer].append(f"{self.target(i, out)} = {acc}")
+        return nest
+
+    def stored_value(self, i: int, flat: _Ix) -> tuple[str, int]:
+        """A stored value (or a constant) read directly at a flat index."""
+        ins = self.prog.instrs[i]
+        if ins.op == "const":
+            return _literal(ins.attr("value"), ins.dtype), _CONST
+        return self.access(i, flat)
+
+    def body_sinks(self, shape: tuple[int, ...], sinks: list) -> _Nest:
+        flat_ok = all(self.flat_ok(value) for _, _, value in sinks)
+        nest, index = _nest_over(shape, flat_ok)
+        flat = _to_flat(index, shape)
+        comments = []
+        for out, arg, value in sinks:
+            text, level = self.value(value, index, nest, out.dtype)
+            level = max(_EDGE, level, flat.level)
+            if out.space == "edge":
+                self.uses_e = True
+                self.random_rows[out.arg_name] = ("e", out.dtype, out.size, True)
+                comments.append(f"# {out.name} = %{value}")
+                self.place(level, f"{out.arg_name}[e, {flat.text}] = {text}", nest)
+                continue
+            comments.append(f"# {out.name} = mailbox_{out.reducer} %{value}")
+            cell = f"{out.arg_name}[v, {flat.text}]"
+            if out.reducer in ("sum", "mean"):
+                self.place(level, f"{cell} += {text}", nest)
+                continue
+            self.uses_first = self.uses_e = True
+            if not _ATOM.match(text):
+                msg = self.fresh(f"m{value}")
+                self.place(level, f"{msg} = {text}", nest)
+                text = msg
+            cur, take = self.fresh("cur"), self.fresh("take")
+            cmp = ">" if out.reducer == "max" else "<"
+            self.place(level, f"{cur} = {cell}", nest)
+            self.place(level, f"{take} = first | ({text} {cmp} {cur})", nest)
+            self.place(level, f"{cell} = {text} if {take} else {cur}", nest)
+            argcell = f"{arg.arg_name}[v, {flat.text}]"
+            self.place(level, f"{argcell} = e if {take} else {argcell}", nest)
+        nest.pre[0][:0] = comments
+        return nest
+
+    # -- the whole module ------------------------------------------------------------------------
+    def generate(self) -> NumbaSource:
+        self.uses_prefetch = False
+        self.plan_arguments()
+        self.analyze()
+        prog = self.prog
+        self.scratch: dict[int, str] = {}
+        for i in sorted(self.materialized):
+            ins = prog.instrs[i]
+            name = self.fresh(f"t{i}")
+            self.scratch[i] = name
+            if self.size(i) > 1:
+                self.alloc_lines.append(f"{name} = np.empty({self.size(i)}, {_np_type(ins.dtype)})")
+
+        nests: list[_Nest] = []
+        for i in sorted(self.materialized):
+            kind = self.kind(i)
+            if kind == "feature_reduce":
+                nests.append(self.body_feature_reduce(i))
+            elif prog.instrs[i].op == "matmul":
+                nests.append(self.body_matmul(i))
+            elif prog.instrs[i].op == "outer":
+                nests.append(self.body_outer(i))
+            elif prog.instrs[i].op == "cat":
+                nests.extend(self.body_cat(i))
+            elif prog.instrs[i].op == "pad":
+                nests.extend(self.body_pad(i))
+            else:
+                nests.append(self.body_elementwise(i))
+        for shape, sinks in self.sink_groups():
+            nests.append(self.body_sinks(shape, sinks))
+
+        fingerprint = prog.fingerprint()
+        entry = f"gdsl_{self.kernel.pattern}_{fingerprint}"
+        arg_names = ["indptr", "indices", "eids", "row_splits", "num_rows", "num_edges"]
+        arg_names += [spec.arg_name for spec in self.inputs] + [spec.arg_name for spec in self.outputs]
+
+        body: list[str] = []
+        ind0, ind1, ind2 = " " * 8, " " * 12, " " * 16
+        # Rows come in contiguous parts of about equal work (edges + rows), several per thread:
+        # a static split of rows would give one thread most edges of a skewed graph.
+        body.append(f"{' ' * 4}for p in numba.prange(row_splits.shape[0] - 1):")
+        body += [ind0 + line for line in self.alloc_lines]
+        body.append(f"{ind0}for v in range(row_splits[p], row_splits[p + 1]):")
+        body.append(f"{ind1}start = indptr[v]")
+        body.append(f"{ind1}end = indptr[v + 1]")
+        body += [ind1 + line for line in self.row_lines]
+        for out in self.outputs:
+            if out.space == "edge":
+                continue
+            init = "-1" if out.name.endswith("@arg") else _literal(0, out.dtype)
+            body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {init}", ind1)
+        body.append(f"{ind1}for j in range(start, end):")
+        body += self.prefetch_lines(ind2)
+        if self.uses_u:
+            body.append(f"{ind2}{self.nbr} = indices[j]")
+        if self.uses_e:
+            body.append(f"{ind2}e = eids[j]")
+        if self.uses_first:
+            body.append(f"{ind2}first = j == start")
+        for nest in nests:
+            body += nest.render(ind2)
+        for out in self.outputs:
+            if out.reducer == "mean" and out.space != "edge":
+                body.append(f"{ind1}if end > start:")
+                body.append(f"{ind2}deg = {_np_type(out.dtype)}(end - start)")
+                body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {out.arg_name}[v, {{f}}] / deg",
+                                      ind2)
+
+        header = [
+            f"# Generated by gdsl ({CODEGEN_VERSION}): a fused {self.kernel.pattern} kernel for numba.",
+            "# Do not edit: the file is rewritten from the IR below.",
+            "#",
+            f"# {self.kernel.describe()}",
+            "#",
+        ]
+        header += ["# " + line for line in str(prog).splitlines()]
+        header += ["#", "# arguments:"]
+        for spec in self.inputs:
+            rows = "" if spec.space == "param" else "rows, "
+            header.append(f"#   {spec.arg_name}: {spec.space} {spec.name!r} "
+                          f"{_np_type(spec.dtype)}[{rows}{spec.size}] (shape {list(spec.shape)})")
+        for spec in self.outputs:
+            header.append(f"#   {spec.arg_name}: writes {spec.name} {_np_type(spec.dtype)}[rows, {spec.size}]"
+                          f" (shape {list(spec.shape)})")
+        imports = ["import numba", "import numpy as np"]
+        prelude = []
+        if self.uses_prefetch:
+            imports.append("from gdsl.kernels.numba_intrinsics import prefetch, prefetch_write")
+            prelude.append("    nnz = indices.shape[0]")
+        lines = header + imports + [
+            "",
+            "",
+            "@numba.njit(parallel=True, cache=True, fastmath=False, error_model='numpy')",
+            f"def {entry}({', '.join(arg_names)}):",
+        ] + prelude + body
+        return NumbaSource("\n".join(lines) + "\n", entry, arg_names, self.inputs, self.outputs,
+                           self.kernel.pattern, fingerprint)
+
+    def prefetch_lines(self, indent: str) -> list[str]:
+        """Prefetch the random rows (by source / edge id) of entry ``j + PREFETCH_DISTANCE``."""
+        if not PREFETCH_DISTANCE or not self.random_rows:
+            return []
+        self.uses_prefetch = True
+        inner = indent + "    "
+        lines = [f"{indent}jp = j + {PREFETCH_DISTANCE}", f"{indent}if jp < nnz:"]
+        rows = {row for row, *_ in self.random_rows.values()}
+        if self.nbr in rows:
+            lines.append(f"{inner}{self.nbr}p = indices[jp]")
+        if "e" in rows:
+            lines.append(f"{inner}ep = eids[jp]")
+        for arg, (row, dtype, size, write) in self.random_rows.items():
+            itemsize = torch.empty((), dtype=dtype).element_size()
+            step = max(1, 64 // itemsize)
+            cols = list(range(0, size, step))
+            if (size * itemsize) % 64:  # rows are not line-aligned: the last line may be extra
+                cols.append(size - 1)
+            cols = sorted(set(cols))[:PREFETCH_LINES]
+            call = "prefetch_write" if write else "prefetch"
+            lines += [f"{inner}{call}({arg}, {row}p, {c})" for c in cols]
+        return lines
+
+    @staticmethod
+    def row_loop(out: OutputSpec, template: str, indent: str) -> list[str]:
+        if out.size == 1:
+            return [indent + template.format(f="0")]
+        return [f"{indent}for f in range({out.size}):", f"{indent}    " + template.format(f="f")]
+
+
+def generate_numba(kernel: KernelPlan) -> NumbaSource:
+    """Generate the numba module for one fused kernel (see the module docstring for its shape)."""
+    if kernel.pattern not in ("gather_reduce", "edge_map"):
+        raise CompileError(f"the numba backend cannot generate a {kernel.pattern!r} kernel")
+    return _Generator(kernel).generate()

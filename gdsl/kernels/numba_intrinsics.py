@@ -1,0 +1,55 @@
+"""Small numba intrinsics used by generated kernels.
+
+``prefetch(array, row, col)`` / ``prefetch_write(array, row, col)`` hint the CPU to bring the cache
+line holding ``array[row, col]`` (a 2-D array) into cache (``llvm.prefetch``; a hint, it never
+faults). Generated gather kernels prefetch the feature rows of the edge a few entries ahead: a
+message is a short computation on a random row, so without it one row's memory latency is paid per
+edge once the per-edge code is longer than the out-of-order window.
+"""
+from __future__ import annotations
+
+from llvmlite import binding, ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+
+# The intrinsic's name carries its pointer type: opaque pointers from LLVM 15 on.
+_PREFETCH = "llvm.prefetch.p0" if binding.llvm_version_info >= (15,) else "llvm.prefetch.p0i8"
+
+
+def _prefetch_codegen(rw: int):
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        row = context.cast(builder, args[1], signature.args[1], types.intp)
+        col = context.cast(builder, args[2], signature.args[2], types.intp)
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [row, col], wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
+        # (address, rw: 0 read / 1 write, locality 3: keep in all cache levels, 1: data cache)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(rw), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return codegen
+
+
+def _check(arr, row, col):
+    return (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(row, types.Integer)
+            and isinstance(col, types.Integer))
+
+
+@intrinsic
+def prefetch(typingctx, arr, row, col):
+    """Prefetch ``arr[row, col]`` for reading."""
+    if not _check(arr, row, col):
+        return None
+    return types.void(arr, row, col), _prefetch_codegen(0)
+
+
+@intrinsic
+def prefetch_write(typingctx, arr, row, col):
+    """Prefetch ``arr[row, col]`` for writing."""
+    if not _check(arr, row, col):
+        return None
+    return types.void(arr, row, col), _prefetch_codegen(1)

@@ -1,0 +1,208 @@
+"""Running generated numba kernels on CPU tensors.
+
+A :class:`NumbaKernel` owns one generated module (:class:`~gdsl.compiler.codegen.numba.NumbaSource`).
+It writes the source to the on-disk cache (:mod:`gdsl.kernels.cache`), imports it on first use
+(numba then compiles on the first call for each argument type signature, or loads its own cache
+next to the file), and keeps the compiled dispatcher in a process-wide dictionary keyed by the
+kernel key and the source hash, so equal kernels built twice are compiled once.
+
+``run`` converts tensors to numpy views (no copies for contiguous CPU tensors), allocates the
+outputs, splits the rows into ``PARTS_PER_THREAD`` parts per numba thread of about equal work
+(:func:`row_splits`; the kernel's ``prange`` runs over the parts), launches, and returns torch
+tensors sharing the output memory, shaped ``(rows, *feature shape)``.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import BackendError, GdslError
+from . import cache
+
+_NP_DTYPES = {
+    torch.float32: np.float32, torch.float64: np.float64, torch.int32: np.int32,
+    torch.int64: np.int64, torch.bool: np.bool_,
+}
+
+_DISPATCHERS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+PARTS_PER_THREAD = 8
+
+
+def _numpy_2d(tensor: torch.Tensor, rows: int, size: int) -> np.ndarray:
+    array = tensor.detach().contiguous().numpy()
+    return array.reshape(rows, size)
+
+
+def row_splits(indptr: np.ndarray, num_rows: int, parts: int) -> np.ndarray:
+    """Boundaries of at most ``parts`` contiguous row ranges of about equal cost, counting one
+    unit per entry and per row; the kernel's ``prange`` runs over these ranges, so each thread
+    gets about the same number of edges however skewed the degrees are."""
+    cost = indptr.astype(np.int64) + np.arange(num_rows + 1, dtype=np.int64)
+    targets = np.linspace(0, cost[-1], max(1, parts) + 1)
+    splits = np.searchsorted(cost, targets, side="left")
+    splits[0], splits[-1] = 0, num_rows
+    return np.unique(splits).astype(np.int64)
+
+
+def _index_array(value: Any, what: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        if value.device.type != "cpu":
+            raise BackendError(f"the numba backend runs on CPU tensors; {what} is on {value.device}")
+        value = value.detach().contiguous().numpy()
+    array = np.ascontiguousarray(value)
+    if array.ndim != 1 or array.dtype not in (np.int32, np.int64):
+        raise GdslError(f"{what} must be a 1-D int32 or int64 array, got {array.dtype} of shape "
+                        f"{array.shape}")
+    return array
+
+
+class NumbaKernel:
+    """A generated numba kernel, compiled lazily and cached in memory and on disk."""
+
+    def __init__(self, source, key: str | None = None):
+        self.source = source
+        self.key = key if key is not None else f"numba_{source.pattern}_{source.fingerprint}"
+        # The file name carries a hash of the text: a new code generator never reuses stale files.
+        self.file_key = f"{self.key}_{cache.content_hash(source.source)}"
+        self._path: str | None = None
+
+    @classmethod
+    def from_plan(cls, kernel_plan, key: str | None = None) -> "NumbaKernel":
+        from ..compiler.codegen.numba import generate_numba
+
+        return cls(generate_numba(kernel_plan), key)
+
+    @property
+    def path(self) -> str:
+        """The generated file (written on first access)."""
+        if self._path is None:
+            self._path = cache.write_source(self.file_key, self.source.source)
+        return self._path
+
+    def compile(self):
+        """The numba dispatcher of the entry function (imports the generated file once)."""
+        dispatcher = _DISPATCHERS.get(self.file_key)
+        if dispatcher is not None:
+            return dispatcher
+        with _LOCK:
+            dispatcher = _DISPATCHERS.get(self.file_key)
+            if dispatcher is None:
+                path = self.path
+                try:
+                    module = cache.load_module(self.file_key, path)
+                    dispatcher = getattr(module, self.source.entry)
+                except Exception as exc:  # a syntax error in generated code is a gdsl bug
+                    raise GdslError(f"cannot import the generated numba kernel {path}: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+                _DISPATCHERS[self.file_key] = dispatcher
+        return dispatcher
+
+    # -- running ---------------------------------------------------------------------------------
+    def _lookup(self, inputs: Mapping[str, Any], space: str, name: str) -> torch.Tensor:
+        nested = inputs.get(space)
+        if isinstance(nested, Mapping) and name in nested:
+            return nested[name]
+        for key in (f"{space}:{name}", name):
+            if key in inputs and not isinstance(inputs[key], Mapping):
+                return inputs[key]
+        raise GdslError(f"numba kernel {self.source.entry}: missing input {space}:{name} (give it as "
+                        f"inputs[{name!r}], inputs['{space}:{name}'] or inputs[{space!r}][{name!r}])")
+
+    def arguments(self, indptr, indices, eids, num_rows: int, num_edges: int,
+                  inputs: Mapping[str, Any], params: Sequence[torch.Tensor]
+                  ) -> tuple[list[Any], dict[str, tuple[np.ndarray, int]]]:
+        """The call arguments of the generated function and the output arrays by name."""
+        src = self.source
+        num_rows, num_edges = int(num_rows), int(num_edges)
+        indptr_np = _index_array(indptr, "indptr")
+        if indptr_np.shape[0] != num_rows + 1:
+            raise GdslError(f"indptr has {indptr_np.shape[0]} entries for {num_rows} rows")
+        import numba
+
+        splits = row_splits(indptr_np, num_rows, numba.get_num_threads() * PARTS_PER_THREAD)
+        args: list[Any] = [indptr_np, _index_array(indices, "indices"), _index_array(eids, "eids"),
+                           splits, num_rows, num_edges]
+        for spec in src.inputs:
+            if spec.param_index is not None:
+                if spec.param_index >= len(params):
+                    raise GdslError(f"numba kernel {src.entry}: weight #{spec.param_index} missing "
+                                    f"(got {len(params)} params)")
+                tensor = params[spec.param_index]
+                feature_shape = tuple(tensor.shape)
+            else:
+                tensor = self._lookup(inputs, spec.space, spec.name)
+                feature_shape = tuple(tensor.shape[1:]) if spec.space != "param" else tuple(tensor.shape)
+            if not isinstance(tensor, torch.Tensor):
+                tensor = torch.as_tensor(tensor)
+            what = f"{spec.space}:{spec.name}"
+            if tensor.device.type != "cpu":
+                raise BackendError(f"the numba backend runs on CPU tensors; {what} is on {tensor.device}")
+            if tensor.dtype != spec.dtype:
+                raise GdslError(f"numba kernel {src.entry}: {what} has dtype {tensor.dtype}, the kernel "
+                                f"was compiled for {spec.dtype}")
+            if spec.space == "param":
+                if tensor.numel() != spec.size:
+                    raise GdslError(f"numba kernel {src.entry}: {what} has shape {tuple(tensor.shape)}, "
+                                    f"expected {spec.shape}")
+                args.append(tensor.detach().contiguous().numpy().reshape(spec.size))
+                continue
+            if feature_shape != spec.shape:
+                raise GdslError(f"numba kernel {src.entry}: {what} has feature shape {feature_shape}, "
+                                f"the kernel was compiled for {spec.shape}")
+            args.append(_numpy_2d(tensor, tensor.shape[0], spec.size))
+        outputs: dict[str, tuple[np.ndarray, int]] = {}
+        for spec in src.outputs:
+            rows = num_edges if spec.space == "edge" else num_rows
+            array = np.empty((rows, spec.size), dtype=_NP_DTYPES[spec.dtype])
+            outputs[spec.name] = (array, rows)
+            args.append(array)
+        return args, outputs
+
+    def run(self, indptr, indices, eids, num_rows: int, num_edges: int,
+            inputs: Mapping[str, Any], params: Sequence[torch.Tensor] = ()) -> dict[str, torch.Tensor]:
+        """Run over an in-CSR (``indptr[num_rows+1]``, ``indices``: source node of each entry,
+        ``eids``: its edge id). ``inputs`` maps ``name``, ``"space:name"`` or ``{space: {name:
+        tensor}}`` to the kernel's feature inputs; ``params`` are the traced weights.
+
+        Returns ``{output name: tensor}`` with ``(num_rows or num_edges, *feature shape)`` tensors,
+        including ``"<name>@arg"`` (int64 winning edge ids, -1 for empty rows) for max/min.
+        """
+        args, outputs = self.arguments(indptr, indices, eids, num_rows, num_edges, inputs, params)
+        dispatcher = self.compile()
+        try:
+            import numba.core.errors as numba_errors
+        except ImportError:  # pragma: no cover - numba is a hard dependency
+            numba_errors = None
+        try:
+            dispatcher(*args)
+        except Exception as exc:
+            if numba_errors is not None and isinstance(exc, numba_errors.NumbaError):
+                raise GdslError(f"numba failed to compile the generated kernel {self.path} "
+                                f"({self.source.entry}): {exc}") from exc
+            raise
+        result = {}
+        for spec in self.source.outputs:
+            array, rows = outputs[spec.name]
+            result[spec.name] = torch.from_numpy(array).reshape((rows,) + tuple(spec.shape))
+        return result
+
+
+_KERNELS: dict[tuple, NumbaKernel] = {}
+
+
+def get_kernel(kernel_plan, key: str | None = None) -> NumbaKernel:
+    """The :class:`NumbaKernel` of a fused kernel plan, memoised by the program's fingerprint
+    (which covers dtypes and feature shapes) and the kernel's inputs."""
+    from ..compiler.codegen.numba import CODEGEN_VERSION
+
+    memo_key = (kernel_plan.pattern, kernel_plan.program.fingerprint(), repr(kernel_plan.inputs),
+                CODEGEN_VERSION, key)
+    kernel = _KERNELS.get(memo_key)
+    if kernel is None:
+        kernel = _KERNELS[memo_key] = NumbaKernel.from_plan(kernel_plan, key)
+    return kernel

@@ -1,0 +1,629 @@
+"""Generated numba kernels agree with the IR interpreter (``gdsl.compiler.interpret``).
+
+Every test traces a message/reduce (or apply_edges) function, optimises and plans it, generates a
+numba module for the fused kernel and compiles it **once** (kernels are memoised per test case,
+because numba compilation, about a second per kernel, dominates the run time); hypothesis then
+draws graphs (blocks, zero-in-degree rows, multi-edges, a hub node) and features, and the kernel's
+outputs must equal the interpreter's on the same kernel program. Max/min also return the winning
+edge per (row, feature), checked against the first edge (smallest id) that attains the extremum.
+
+The kernels' dtypes are fixed per test case (the float dtype is part of the traced program; the
+index dtype is a numba specialisation), and the cases rotate through float32/float64 x int32/int64
+so that every combination is covered; ``test_all_dtype_combinations`` runs one kernel under all four.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import gdsl
+import gdsl.function as fn
+from gdsl.compiler import interpret
+from gdsl.compiler.codegen.numba import generate_numba
+from gdsl.compiler.fusion import plan
+from gdsl.compiler.ir import Program
+from gdsl.compiler.passes import optimize
+from gdsl.compiler.trace import FieldSpec, trace_edge_map, trace_gather_reduce
+from gdsl.kernels import cache
+from gdsl.kernels.numba_runtime import NumbaKernel
+
+from oracles import BINARY_MESSAGES, COPY_MESSAGES, MESSAGES, parse_message
+from strategies import graph_cases
+
+pytest.importorskip("numba")
+
+EXAMPLES = settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+COMBOS = [(torch.float32, torch.int32), (torch.float64, torch.int64),
+          (torch.float32, torch.int64), (torch.float64, torch.int32)]
+TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float64: dict(rtol=1e-12, atol=1e-12)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache_dir(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("gdsl_cache")
+        mp.setenv("GDSL_CACHE_DIR", str(path))
+        yield path
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Compiled:
+    params: list[torch.Tensor]
+    step: object        # fusion.StepPlan
+    kernel: NumbaKernel
+    schema: dict
+
+
+_COMPILED: dict[object, Compiled] = {}
+
+
+def compiled(key, trace: Callable[[], object], schema: dict) -> Compiled:
+    """Trace, optimise, plan and generate once per ``key`` (numba compiles on the first run)."""
+    if key not in _COMPILED:
+        traced = trace()
+        step = plan(optimize(traced.program)[0])
+        assert step.kernel is not None
+        _COMPILED[key] = Compiled(traced.params, step, NumbaKernel(generate_numba(step.kernel)), schema)
+    return _COMPILED[key]
+
+
+def gather(key, message, reduce, schema) -> Compiled:
+    return compiled(key, lambda: trace_gather_reduce(message, reduce, _specs(schema)), schema)
+
+
+def edge_map(key, func, schema) -> Compiled:
+    return compiled(key, lambda: trace_edge_map(func, _specs(schema)), schema)
+
+
+def _specs(schema):
+    return {space: {name: FieldSpec(dtype, shape) for name, (dtype, shape) in fields.items()}
+            for space, fields in schema.items()}
+
+
+def in_csr(case, idtype: torch.dtype, rows: str = "dst"):
+    """The in-CSR (``rows='src'``: the out-CSR) by a stable numpy argsort of the row ids."""
+    row_ids, other, num_rows = ((case.dst, case.src, case.num_dst) if rows == "dst"
+                                else (case.src, case.dst, case.num_src))
+    order = np.argsort(row_ids, kind="stable")
+    indptr = np.zeros(num_rows + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum(np.bincount(row_ids, minlength=num_rows))
+    np_type = np.int32 if idtype == torch.int32 else np.int64
+    return indptr.astype(np_type), other[order].astype(np_type), order.astype(np_type)
+
+
+def structure(case) -> interpret.Structure:
+    return interpret.Structure(torch.as_tensor(case.src), torch.as_tensor(case.dst), case.num_src,
+                               case.num_dst)
+
+
+def make_features(case, schema, seed: int, kind: str, nonzero=()):
+    """Random features: small integers (many ties, exact sums) or reals; fields in ``nonzero``
+    stay away from 0 (they are divisors)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = {"src": case.num_src, "dst": case.num_dst, "edge": case.num_edges}
+    feats: dict[str, dict[str, torch.Tensor]] = {"src": {}, "dst": {}, "edge": {}}
+    for space, fields in schema.items():
+        for name, (dtype, shape) in fields.items():
+            size = (rows[space], *shape)
+            if dtype == torch.bool:
+                value = torch.randint(0, 2, size, generator=gen).bool()
+            elif not dtype.is_floating_point:
+                value = torch.randint(-3, 4, size, generator=gen).to(dtype)
+            elif name in nonzero:
+                sign = torch.randint(0, 2, size, generator=gen) * 2 - 1
+                mag = (torch.randint(1, 3, size, generator=gen).double() if kind == "int"
+                       else 0.5 + torch.rand(size, generator=gen, dtype=torch.float64))
+                value = (sign * mag).to(dtype)
+            elif kind == "int":
+                value = torch.randint(-2, 3, size, generator=gen).to(dtype)
+            else:
+                value = torch.randn(size, generator=gen, dtype=torch.float64).to(dtype)
+            feats[space][name] = value
+    return feats
+
+
+def expected_args(msg: np.ndarray, dst: np.ndarray, num_dst: int, reducer: str) -> np.ndarray:
+    """Per (row, feature): the smallest edge id whose message attains the row's max/min; -1 if
+    the row has no in-edges."""
+    msg = msg.reshape(msg.shape[0], int(np.prod(msg.shape[1:])))
+    out = np.full((num_dst, msg.shape[1]), -1, dtype=np.int64)
+    for v in range(num_dst):
+        eids = np.nonzero(dst == v)[0]
+        if len(eids) == 0:
+            continue
+        vals = msg[eids]
+        best = vals.max(0) if reducer == "max" else vals.min(0)
+        out[v] = eids[np.argmax(vals == best, axis=0)]
+    return out
+
+
+def with_node_stage(step, params, case, feats):
+    """``feats`` plus the node-stage values (``$k`` fields) the kernels load."""
+    feats = {space: dict(fields) for space, fields in feats.items()}
+    if step.node_stage is not None:
+        for name, value in interpret.evaluate(step.node_stage, params, structure(case), feats).items():
+            space, _, field = name.partition(":")
+            feats[space][field] = value
+    return feats
+
+
+def run_and_check(comp: Compiled, case, idtype, feats, csr=None) -> dict[str, torch.Tensor]:
+    feats = with_node_stage(comp.step, comp.params, case, feats)
+    return check_kernel(comp.step.kernel, comp.kernel, comp.params, case, idtype, feats, csr)
+
+
+def check_kernel(plan_, kernel: NumbaKernel, params, case, idtype, feats, csr=None):
+    """Run ``kernel`` (generated from ``plan_``) and compare with the interpreter on its program."""
+    g = structure(case)
+    rows = getattr(plan_, "rows", "dst")
+    indptr, indices, eids = in_csr(case, idtype, rows) if csr is None else csr
+    num_rows = case.num_dst if rows == "dst" else case.num_src
+    out = kernel.run(indptr, indices, eids, num_rows, case.num_edges, feats, params)
+    program = plan_.program
+    ref = interpret.evaluate(program, params, g, feats)
+    assert set(out) == set(ref) | {n + "@arg" for n, i in program.outputs
+                                   if program.instrs[i].op in ("mailbox_max", "mailbox_min")}
+    for name, expected in ref.items():
+        got = out[name]
+        assert got.shape == expected.shape and got.dtype == expected.dtype, name
+        tol = TOL.get(expected.dtype, dict(rtol=0, atol=0))
+        torch.testing.assert_close(got, expected, **tol, msg=lambda m: f"{name}: {m}")
+    for name, index in program.outputs:
+        ins = program.instrs[index]
+        if ins.op not in ("mailbox_max", "mailbox_min"):
+            continue
+        edge_prog = Program(program.instrs, (("edge:msg", ins.args[0]),))
+        msg = interpret.evaluate(edge_prog, params, g, feats)["edge:msg"]
+        want = expected_args(msg.numpy(), case.dst, case.num_dst, ins.op[len("mailbox_"):])
+        got = out[name + "@arg"].reshape(want.shape).numpy()
+        np.testing.assert_array_equal(got, want, err_msg=f"{name}@arg")
+    return out
+
+
+def float_schema(dtype, **spaces):
+    return {space: {name: (dtype, shape) for name, shape in fields.items()}
+            for space, fields in spaces.items()}
+
+
+CASES = dict(case=graph_cases(max_nodes=10, max_edges=30), seed=st.integers(0, 2**31 - 1),
+             kind=st.sampled_from(["int", "real"]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Built-ins: every message with every reducer, and every message as an edge map
+# ------------------------------------------------------------------------------------------------
+RHS_SHAPES = [(2, 4), (1, 4), (4,)]  # same shape, broadcast over the first axis, lower rank
+TARGET_SPACE = {"u": "src", "v": "dst", "e": "edge"}
+
+
+def builtin_schema(name: str, dtype):
+    op, lhs, rhs = parse_message(name)
+    schema = {"src": {}, "dst": {}, "edge": {}}
+    schema[TARGET_SPACE[lhs]]["a"] = (dtype, (2, 4))
+    if rhs is not None:
+        rhs_shape = RHS_SHAPES[MESSAGES.index(name) % len(RHS_SHAPES)]
+        schema[TARGET_SPACE[rhs]]["b"] = (dtype, rhs_shape)
+    return schema
+
+
+def builtin_message(name: str):
+    op, lhs, rhs = parse_message(name)
+    if op == "copy":
+        return getattr(fn, name)("a", "m")
+    return getattr(fn, name)("a", "b", "m")
+
+
+def all_reducers(nodes):
+    out = {}
+    for reducer in ("sum", "mean", "max", "min"):
+        out.update(getattr(fn, reducer)("m", reducer)(nodes))
+    return out
+
+
+@pytest.mark.parametrize("name", MESSAGES)
+@EXAMPLES
+@given(**CASES)
+def test_builtin_message_with_every_reducer(name, case, seed, kind):
+    """One kernel per message computing sum, mean, max and min of it in a single pass."""
+    dtype, idtype = COMBOS[MESSAGES.index(name) % len(COMBOS)]
+    schema = builtin_schema(name, dtype)
+    comp = gather(("builtin", name), builtin_message(name), all_reducers, schema)
+    assert [n for n, _ in comp.step.kernel.program.outputs] == ["dst:sum", "dst:mean", "dst:max",
+                                                                 "dst:min"]
+    nonzero = ("b",) if "_div_" in name else ()
+    run_and_check(comp, case, idtype, make_features(case, schema, seed, kind, nonzero))
+
+
+@pytest.mark.parametrize("name", MESSAGES)
+@EXAMPLES
+@given(**CASES)
+def test_builtin_message_as_edge_map(name, case, seed, kind):
+    dtype, idtype = COMBOS[(MESSAGES.index(name) + 1) % len(COMBOS)]
+    schema = builtin_schema(name, dtype)
+    if name == "copy_u":  # a gather of source rows: the node stage's output, lifted; no kernel
+        traced = trace_edge_map(builtin_message(name), _specs(schema))
+        assert plan(optimize(traced.program)[0]).kernels == ()
+        return
+    comp = edge_map(("edge", name), builtin_message(name), schema)
+    assert comp.step.kernel.pattern == "edge_map"
+    nonzero = ("b",) if "_div_" in name else ()
+    run_and_check(comp, case, idtype, make_features(case, schema, seed, kind, nonzero))
+
+
+def test_builtin_tables():
+    assert len(MESSAGES) == 32 and len(BINARY_MESSAGES) == 30 and COPY_MESSAGES == ("copy_u", "copy_e")
+
+
+@pytest.mark.parametrize("reducer", ["sum", "max"])
+@EXAMPLES
+@given(**CASES)
+def test_single_reducer_kernels(reducer, case, seed, kind):
+    """A kernel with one reduction (the message inlined into it), beside the 4-output ones."""
+    dtype, idtype = (torch.float32, torch.int64) if reducer == "sum" else (torch.float64, torch.int32)
+    schema = float_schema(dtype, src={"a": (2, 4)}, edge={"b": (2, 1)})
+    comp = gather(("single", reducer), fn.u_mul_e("a", "b", "m"), getattr(fn, reducer)("m", "o"),
+                  schema)
+    run_and_check(comp, case, idtype, make_features(case, schema, seed, kind))
+
+
+# ------------------------------------------------------------------------------------------------
+# User-defined functions
+# ------------------------------------------------------------------------------------------------
+@EXAMPLES
+@given(**CASES)
+def test_udf_edge_weighted_sum(case, seed, kind):
+    schema = float_schema(torch.float32, src={"h": (8,)}, edge={"w": (1,)})
+    comp = gather("weighted_sum", lambda e: {"m": e.src["h"] * e.data["w"]},
+                  lambda n: {"h": n.mailbox["m"].sum(1)}, schema)
+    run_and_check(comp, case, torch.int32, make_features(case, schema, seed, kind))
+
+
+W_RELU = torch.randn(6, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_hoisted_linear_then_max(case, seed, kind):
+    """relu(h_src @ W) is hoisted to the node stage: the kernel loads the '$k' value."""
+    schema = float_schema(torch.float64, src={"h": (6,)})
+    comp = gather("relu_linear_max", lambda e: {"m": torch.relu(e.src["h"] @ W_RELU)},
+                  lambda n: {"h": n.mailbox["m"].max(1).values}, schema)
+    assert comp.step.node_stage is not None
+    assert any(inp.name.startswith("$") for inp in comp.step.kernel.inputs)
+    run_and_check(comp, case, torch.int64, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_u_dot_v(case, seed, kind):
+    schema = float_schema(torch.float32, src={"h": (8,)}, dst={"h": (8,)})
+    comp = gather("u_dot_v", lambda e: {"s": (e.src["h"] * e.dst["h"]).sum(-1, keepdim=True)},
+                  lambda n: {"s": n.mailbox["s"].mean(1)}, schema)
+    run_and_check(comp, case, torch.int64, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_multi_head(case, seed, kind):
+    """(N, H, D) features times (E, H, 1) per-head edge weights, summed and maxed."""
+    schema = float_schema(torch.float64, src={"h": (4, 8)}, edge={"a": (4, 1)})
+    comp = gather("multi_head", lambda e: {"m": e.src["h"] * e.data["a"]},
+                  lambda n: {"sum": n.mailbox["m"].sum(1), "max": n.mailbox["m"].amax(1)}, schema)
+    run_and_check(comp, case, torch.int32, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_leaky_relu_exp_where(case, seed, kind):
+    schema = float_schema(torch.float32, src={"h": (2, 3)}, dst={"h": (2, 3)}, edge={"w": (1, 1)})
+
+    def message(e):
+        x = e.src["h"] + e.dst["h"] * e.data["w"]
+        y = torch.where(x > 0, torch.exp(x * 0.5), F.leaky_relu(x, 0.25))
+        return {"m": torch.sigmoid(y) - torch.tanh(x) + F.elu(x)}
+
+    comp = gather("math", message, lambda n: {"o": n.mailbox["m"].min(1).values}, schema)
+    run_and_check(comp, case, torch.int64, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_feature_sum_keepdim_and_mean_max_together(case, seed, kind):
+    schema = float_schema(torch.float64, src={"h": (3, 4)}, dst={"q": (3, 4)})
+
+    def message(e):
+        return {"s": (e.src["h"] * e.dst["q"]).sum(-1, keepdim=True)}
+
+    comp = gather("sum_keepdim_mean_max", message,
+                  lambda n: {"mean": n.mailbox["s"].mean(1), "max": n.mailbox["s"].max(1).values},
+                  schema)
+    assert sum(ins.op.startswith("feature_") for ins in comp.step.kernel.program.instrs) == 1
+    run_and_check(comp, case, torch.int64, make_features(case, schema, seed, kind))
+
+
+W_EDGE = torch.randn(4, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float32)
+W_T = torch.randn(5, 4, generator=torch.Generator().manual_seed(3), dtype=torch.float32)
+BIAS = torch.randn(4, generator=torch.Generator().manual_seed(4), dtype=torch.float32)
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_edge_space_matmul(case, seed, kind):
+    """A weight applied to a per-edge value stays in the kernel: scratch + matmul, both
+    orientations (x @ W and F.linear), and a captured bias used per edge."""
+    schema = float_schema(torch.float32, src={"h": (4,)}, edge={"w": (4,)})
+
+    def message(e):
+        x = e.src["h"] * e.data["w"] + BIAS
+        return {"a": torch.relu(x @ W_EDGE), "b": F.linear(x, W_T)}
+
+    comp = gather("edge_matmul", message,
+                  lambda n: {"a": n.mailbox["a"].sum(1), "b": n.mailbox["b"].max(1).values}, schema)
+    assert sum(ins.op == "matmul" for ins in comp.step.kernel.program.instrs) == 2
+    run_and_check(comp, case, torch.int32, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_edge_map_shared_value_cat_slice_view(case, seed, kind):
+    """Edge outputs of several shapes sharing one per-edge value (kept in scratch), cat, slices
+    and head views."""
+    schema = float_schema(torch.float64, src={"h": (8,)}, dst={"h": (8,)}, edge={"w": (1,)})
+
+    def func(e):
+        x = e.src["h"] * e.dst["h"] - e.data["w"]
+        heads = x.view(-1, 2, 4)
+        return {"x": x, "s": heads.sum(-1), "mx": heads.amax(-1, keepdim=True),
+                "c": torch.cat([x[:, 2:5], e.data["w"], heads[:, 1, :]], -1)}
+
+    comp = edge_map("edge_map_mix", func, schema)
+    run_and_check(comp, case, torch.int64, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_general_broadcast(case, seed, kind):
+    """(4, 1) x (1, 3) broadcasting, flattened: index arithmetic beyond the flat fast path."""
+    schema = float_schema(torch.float32, src={"p": (4, 1)}, dst={"q": (1, 3)}, edge={"r": (1, 3)})
+
+    def message(e):
+        outer = e.src["p"] * e.dst["q"] + e.data["r"]
+        return {"m": outer.reshape(-1, 12) * 2.0, "t": outer}
+
+    comp = gather("broadcast", message,
+                  lambda n: {"m": n.mailbox["m"].sum(1), "t": n.mailbox["t"].min(1).values}, schema)
+    run_and_check(comp, case, torch.int32, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_scalar_features_and_integer_dtypes(case, seed, kind):
+    """Feature shape () (one number per node/edge) and int32 / int64 messages."""
+    schema = {"src": {"x": (torch.float64, ()), "k": (torch.int32, (3,))},
+              "edge": {"y": (torch.float64, ()), "n": (torch.int64, (3,))}}
+
+    def message(e):
+        return {"f": e.src["x"] * e.data["y"], "k": e.src["k"] * 2 + 1, "n": e.data["n"] - e.src["k"]}
+
+    comp = gather("scalar_int", message,
+                  lambda n: {"f": n.mailbox["f"].sum(1), "k": n.mailbox["k"].sum(1),
+                             "kmax": n.mailbox["k"].max(1).values, "nmean": n.mailbox["n"].mean(1)},
+                  schema)
+    run_and_check(comp, case, torch.int64, make_features(case, schema, seed, kind))
+
+
+@pytest.mark.parametrize("dtype,idtype", COMBOS)
+@settings(max_examples=5, deadline=None, suppress_health_check=list(HealthCheck))
+@given(**CASES)
+def test_all_dtype_combinations(dtype, idtype, case, seed, kind):
+    schema = float_schema(dtype, src={"h": (2, 4)}, dst={"h": (2, 4)}, edge={"a": (2, 1)})
+    comp = gather(("combo", dtype), lambda e: {"m": (e.src["h"] - e.dst["h"]) * e.data["a"]},
+                  lambda n: {"mean": n.mailbox["m"].mean(1), "min": n.mailbox["m"].min(1).values},
+                  schema)
+    run_and_check(comp, case, idtype, make_features(case, schema, seed, kind))
+
+
+@EXAMPLES
+@given(case=graph_cases(max_nodes=10, max_edges=30), seed=st.integers(0, 2**31 - 1))
+def test_relation_in_csr(case, seed):
+    """The in-CSR of gdsl's own relation (its id dtype is chosen by size) drives the kernel."""
+    schema = float_schema(torch.float32, src={"a": (2, 4)}, edge={"b": (2, 1)})
+    comp = gather("relation", fn.u_mul_e("a", "b", "m"), fn.max("m", "o"), schema)
+    rel = case.build()._rel()
+    csr = rel.in_csr
+    run_and_check(comp, case, None, make_features(case, schema, seed, "int"),
+                  csr=(csr.indptr, csr.indices, csr.eids))
+
+
+# ------------------------------------------------------------------------------------------------
+# Backward kernels (autodiff): reductions into source rows over the out-CSR, edge ids, outer
+# products, saved max/min winners
+# ------------------------------------------------------------------------------------------------
+def _backward_cases():
+    f64, f32 = torch.float64, torch.float32
+    w_out = torch.randn(8, 3, generator=torch.Generator().manual_seed(5), dtype=f32)
+
+    def math_message(e):
+        x = e.src["h"] * e.dst["h"] + e.data["w"]
+        return {"m": torch.where(x > 0, torch.exp(x * 0.5), F.leaky_relu(x, 0.25))}
+
+    return {
+        "u_mul_e_max": (fn.u_mul_e("h", "w", "m"), fn.max("m", "out"),
+                        float_schema(f64, src={"h": (2, 4)}, edge={"w": (2, 1)})),
+        "u_dot_v_mean": (fn.u_dot_v("h", "h", "m"), fn.mean("m", "out"),
+                         float_schema(f64, src={"h": (2, 4)}, dst={"h": (2, 4)})),
+        "edge_matmul_sum": (lambda e: {"m": (e.src["h"] * e.data["w"]) @ w_out},
+                            lambda n: {"o": n.mailbox["m"].sum(1)},
+                            float_schema(f32, src={"h": (8,)}, edge={"w": (1,)})),
+        "math_min": (math_message, lambda n: {"o": n.mailbox["m"].min(1).values},
+                     float_schema(f64, src={"h": (3,)}, dst={"h": (3,)}, edge={"w": (3,)})),
+    }
+
+
+BACKWARD = _backward_cases()
+_BACKWARD_COMPILED: dict[str, tuple] = {}
+
+
+def _backward(name):
+    if name not in _BACKWARD_COMPILED:
+        from gdsl.compiler.autodiff import vjp
+
+        message, reduce, schema = BACKWARD[name]
+        comp = gather(("backward-forward", name), message, reduce, schema)
+        back = plan(optimize(vjp(comp.step.kernel.program))[0])
+        kernels = [(k, NumbaKernel(generate_numba(k))) for k in back.kernels]
+        _BACKWARD_COMPILED[name] = (comp, back, kernels)
+    return _BACKWARD_COMPILED[name]
+
+
+@pytest.mark.parametrize("name", list(BACKWARD))
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(**CASES)
+def test_backward_kernels(name, case, seed, kind):
+    comp, back, kernels = _backward(name)
+    if name == "u_mul_e_max":
+        assert any(k.rows == "src" for k, _ in kernels)
+    feats = with_node_stage(comp.step, comp.params, case, make_features(case, comp.schema, seed, kind))
+    forward = interpret.evaluate(comp.step.kernel.program, comp.params, structure(case), feats)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for out_name, index in comp.step.kernel.program.outputs:
+        space, _, field = out_name.partition(":")
+        value = forward[out_name]
+        feats[space]["grad:" + field] = torch.randn(value.shape, generator=gen,
+                                                    dtype=torch.float64).to(value.dtype)
+        if out_name + "@arg" in forward:
+            feats[space][field + "@arg"] = forward[out_name + "@arg"]
+    feats = with_node_stage(back, comp.params, case, feats)
+    for kernel_plan, kernel in kernels:
+        check_kernel(kernel_plan, kernel, comp.params, case, torch.int64 if seed % 2 else torch.int32,
+                     feats)
+
+
+# ------------------------------------------------------------------------------------------------
+# The generated text, the cache and errors
+# ------------------------------------------------------------------------------------------------
+def _u_mul_e_sum_kernel():
+    schema = float_schema(torch.float32, src={"h": (16,)}, edge={"w": (1,)})
+    return gather("weighted_sum_16", fn.u_mul_e("h", "w", "m"), fn.sum("m", "h"), schema)
+
+
+def test_generated_source_is_readable():
+    comp = _u_mul_e_sum_kernel()
+    src = comp.kernel.source
+    text = src.source
+    program = comp.step.kernel.program
+    for line in str(program).splitlines():
+        assert "# " + line in text                      # the IR, printed in the header
+    assert "@numba.njit(parallel=True, cache=True, fastmath=False" in text
+    assert "for v in range(row_splits[p], row_splits[p + 1]):" in text
+    assert text.count("def ") == 1 and f"def {src.entry}(" in text
+    # one line per IR instruction in the body, the per-edge weight hoisted out of the feature loop
+    weight = re.search(r"\n( +)x\d+ = edge_w\[e, 0\]  # %\d+ = load_edge\['w'\]", text)
+    loop = re.search(r"\n( +)for f in range\(16\):\n", text[weight.end():])
+    assert weight and loop and weight.group(1) == loop.group(1)
+    assert re.search(r"x\d+ = src_h\[u, f\]  # %\d+ = load_src\['h'\]", text)
+    assert src.arg_names[:6] == ["indptr", "indices", "eids", "row_splits", "num_rows", "num_edges"]
+    assert "for p in numba.prange(row_splits.shape[0] - 1):" in text
+    assert [o.name for o in src.outputs] == ["dst:h"]
+    assert src.outputs[0].size == 16 and src.outputs[0].reducer == "sum"
+    compile(text, "<generated>", "exec")
+
+
+def test_prefetch_lines(monkeypatch):
+    """Gather kernels prefetch the source / edge rows of the entry a few places ahead."""
+    import gdsl.compiler.codegen.numba as codegen
+
+    kernel = _u_mul_e_sum_kernel().step.kernel
+    text = codegen.generate_numba(kernel).source
+    assert "if jp < nnz:" in text and "prefetch(src_h, up, 0)" in text and "prefetch(edge_w, ep, 0)" in text
+    monkeypatch.setattr(codegen, "PREFETCH_DISTANCE", 0)
+    text = codegen.generate_numba(kernel).source
+    assert "prefetch" not in text and "nnz" not in text
+
+
+@settings(max_examples=50, deadline=None)
+@given(degrees=st.lists(st.integers(0, 50), max_size=40), parts=st.integers(1, 20))
+def test_row_splits_balance_edges(degrees, parts):
+    from gdsl.kernels.numba_runtime import row_splits
+
+    indptr = np.concatenate([[0], np.cumsum(degrees)]).astype(np.int32)
+    splits = row_splits(indptr, len(degrees), parts)
+    assert splits[0] == 0 and splits[-1] == len(degrees) and len(splits) <= parts + 1
+    assert np.all(np.diff(splits) > 0) or len(degrees) == 0
+    cost = np.diff(indptr[splits].astype(np.int64)) + np.diff(splits)
+    total = int(indptr[-1]) + len(degrees)
+    # every part stays within one row (its largest) of its fair share
+    assert all(c <= total / parts + 1 + max(degrees or [0]) for c in cost)
+
+
+def test_max_declares_arg_output():
+    comp = gather(("single", "max"), fn.u_mul_e("a", "b", "m"), fn.max("m", "o"),
+                  float_schema(torch.float64, src={"a": (2, 4)}, edge={"b": (2, 1)}))
+    outs = {o.name: o for o in comp.kernel.source.outputs}
+    assert outs["dst:o@arg"].dtype == torch.int64 and outs["dst:o@arg"].shape == (2, 4)
+    assert outs["dst:o"].reducer == "max" and outs["dst:o"].size == 8
+
+
+def test_cache_files(tmp_path, monkeypatch):
+    monkeypatch.setenv("GDSL_CACHE_DIR", str(tmp_path / "sub"))
+    path = cache.source_path("k/ey.1")
+    assert path == os.path.join(str(tmp_path / "sub"), "k_ey_1.py") and os.path.isdir(tmp_path / "sub")
+    cache.write_atomic(path, "VALUE = 1\n")
+    stamp = os.stat(path).st_mtime_ns
+    os.utime(path, ns=(stamp - 10**9, stamp - 10**9))
+    cache.write_atomic(path, "VALUE = 1\n")           # same text: not rewritten
+    assert os.stat(path).st_mtime_ns == stamp - 10**9
+    assert cache.load_module("k/ey.1", path).VALUE == 1
+    cache.write_atomic(path, "VALUE = 2\n")
+    assert open(path).read() == "VALUE = 2\n"
+    assert [p for p in os.listdir(tmp_path / "sub") if p.startswith(".tmp")] == []
+    monkeypatch.delenv("GDSL_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache.cache_dir() == os.path.join(str(tmp_path / "home"), ".cache", "gdsl")
+
+
+def test_kernel_file_lives_in_cache_dir(_cache_dir):
+    comp = _u_mul_e_sum_kernel()
+    assert os.path.dirname(comp.kernel.path) == str(_cache_dir)
+    assert open(comp.kernel.path).read() == comp.kernel.source.source
+
+
+def test_compile_error_names_the_file():
+    comp = _u_mul_e_sum_kernel()
+    broken = dataclasses.replace(comp.kernel.source,
+                                 source=comp.kernel.source.source.replace("np.float32(0.0)",
+                                                                          "np.float32(no_such_name)"))
+    kernel = NumbaKernel(broken, key="broken")
+    indptr = np.array([0, 1], np.int64)
+    with pytest.raises(gdsl.GdslError, match="numba failed to compile") as info:
+        kernel.run(indptr, np.zeros(1, np.int64), np.zeros(1, np.int64), 1, 1,
+                   {"h": torch.zeros(1, 16), "w": torch.zeros(1, 1)}, [])
+    assert kernel.path in str(info.value)
+
+
+def test_input_errors():
+    comp = _u_mul_e_sum_kernel()
+    indptr, idx = np.array([0, 1], np.int64), np.zeros(1, np.int64)
+    with pytest.raises(gdsl.GdslError, match="missing input"):
+        comp.kernel.run(indptr, idx, idx, 1, 1, {"h": torch.zeros(1, 16)}, [])
+    with pytest.raises(gdsl.GdslError, match="dtype"):
+        comp.kernel.run(indptr, idx, idx, 1, 1, {"h": torch.zeros(1, 16, dtype=torch.float64),
+                                                 "w": torch.zeros(1, 1)}, [])
+    with pytest.raises(gdsl.GdslError, match="feature shape"):
+        comp.kernel.run(indptr, idx, idx, 1, 1, {"h": torch.zeros(1, 8), "w": torch.zeros(1, 1)}, [])
+    # inputs by "space:name" and nested by space work too; gradients are detached
+    h = torch.ones(1, 16, requires_grad=True)
+    out = comp.kernel.run(indptr, idx, idx, 1, 1, {"src": {"h": h}, "edge:w": torch.full((1, 1), 2.0)}, [])
+    assert torch.equal(out["dst:h"], torch.full((1, 16), 2.0))
