@@ -6,6 +6,8 @@ process (``bench/run_case.py``-style) when comparing memory, as peak RSS never g
 from __future__ import annotations
 
 import gc
+import os
+import threading
 import platform
 import resource
 import statistics
@@ -58,6 +60,40 @@ def time_it(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> Timi
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class RssSampler:
+    """Samples the process's resident memory every millisecond in a thread: the peak minus the
+    level at start is the memory a case needs (compilation done beforehand is not counted)."""
+
+    def __init__(self):
+        self.baseline = rss_mb()
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb())
+            time.sleep(0.001)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
+
+    @property
+    def growth_mb(self) -> float:
+        return self.peak - self.baseline
 
 
 def machine() -> str:

@@ -19,7 +19,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import machine, peak_rss_mb, power_law_graph, time_it, uniform_graph  # noqa: E402
+from bench.common import RssSampler, machine, power_law_graph, time_it, uniform_graph  # noqa: E402
 
 CASES = ("copy_u_sum", "u_mul_e_sum", "u_dot_v")
 IMPLS = ("gdsl", "torch_sparse", "gather_index_add", "pyg")
@@ -113,11 +113,12 @@ def run_one(args) -> dict:
                 w.grad = None
             out.sum().backward() if out.dim() else out.backward()
         return out
-    before = peak_rss_mb()
-    timing = time_it(step, repeats=args.repeats)
+    step()  # warm-up: compilation and cached formats are not part of the measurement
+    with RssSampler() as memory:
+        timing = time_it(step, repeats=args.repeats, warmup=0)
     del seed
     return {"median_ms": round(timing.median_ms, 2), "runs_ms": [round(r, 2) for r in timing.runs_ms],
-            "peak_rss_growth_mb": round(peak_rss_mb() - before, 1)}
+            "peak_rss_growth_mb": round(memory.growth_mb, 1)}
 
 
 def _row_args(case, impl, graph, nodes, edges, dim, backward, threads, repeats):
@@ -130,6 +131,12 @@ def drive(args) -> None:
     sizes = [(10_000, 100_000)] if args.quick else [(100_000, 1_000_000), (200_000, 5_000_000)]
     dims = [16] if args.quick else [16, 64, 256]
     graphs = ["uniform"] if args.quick else ["uniform", "power_law"]
+    if args.sizes:
+        sizes = [tuple(int(x) for x in pair.split(":")) for pair in args.sizes.split(",")]
+    if args.dims:
+        dims = [int(d) for d in args.dims.split(",")]
+    if args.graphs:
+        graphs = args.graphs.split(",")
     rows = []
     print(f"# machine: {machine()}", flush=True)
     for graph in graphs:
@@ -167,6 +174,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", help="write all rows as JSON here")
+    parser.add_argument("--sizes", help="nodes:edges pairs, comma-separated (default: the full table)")
+    parser.add_argument("--dims", help="feature sizes, comma-separated")
+    parser.add_argument("--graphs", help="uniform,power_law")
     args = parser.parse_args()
     if args.case and args.impl:
         print(json.dumps(run_one(args)))
