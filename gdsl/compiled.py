@@ -11,7 +11,6 @@ import importlib.util
 import inspect
 import warnings
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import torch

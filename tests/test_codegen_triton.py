@@ -47,7 +47,8 @@ from gdsl.compiler.fusion import plan  # noqa: E402
 from gdsl.compiler.ir import Program  # noqa: E402
 from gdsl.compiler.passes import optimize  # noqa: E402
 from gdsl.compiler.trace import FieldSpec, trace_edge_map, trace_gather_reduce  # noqa: E402
-from gdsl.kernels.triton_runtime import TritonKernel, get_kernel  # noqa: E402
+from gdsl.compiled import compiled_kernel  # noqa: E402
+from gdsl.kernels.triton_runtime import TritonKernel  # noqa: E402
 
 from oracles import MESSAGES, parse_message  # noqa: E402
 from strategies import graph_cases  # noqa: E402
@@ -585,7 +586,7 @@ def test_in_degree_inside_a_kernel(case, seed, kind, config):
     kprog = b.build([("dst:o", b.add("mailbox_sum", (x,))), ("edge:x", x), ("dst:y", b.add("mailbox_max", (y,)))])
     kplan = KernelPlan("gather_reduce", "dst", kprog, (KernelInput("h", "src", torch.float32, (2,)),
                                                        KernelInput("w", "edge", torch.float32, (1,))))
-    kernel = get_kernel(kplan)
+    kernel = TritonKernel(generate_triton(kplan))
     feats = make_features(case, {"src": {"h": (torch.float32, (2,))}, "edge": {"w": (torch.float32, (1,))}},
                           seed, kind)
     check_kernel(kernel, kprog, [], case, torch.int64, feats, config)
@@ -794,7 +795,7 @@ def test_kernel_file_lives_in_cache_dir(_cache_dir):
     assert os.path.dirname(comp.kernel.path) == str(_cache_dir)
     assert open(comp.kernel.path).read() == comp.kernel.source.source
     # the same plan gives the same (memoised) kernel
-    assert get_kernel(comp.step.kernel) is get_kernel(comp.step.kernel)
+    assert compiled_kernel(comp.step.kernel, "triton") is compiled_kernel(comp.step.kernel, "triton")
 
 
 def test_compile_error_names_the_file():

@@ -13,22 +13,19 @@ tensors sharing the output memory, shaped ``(rows, *feature shape)``.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import BackendError, GdslError
-from . import cache
+from .generated import GeneratedKernel
 
 _NP_DTYPES = {
     torch.float32: np.float32, torch.float64: np.float64, torch.int32: np.int32,
     torch.int64: np.int64, torch.bool: np.bool_,
 }
 
-_DISPATCHERS: dict[str, Any] = {}
-_LOCK = threading.Lock()
 
 PARTS_PER_THREAD = 8
 
@@ -61,57 +58,11 @@ def _index_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
-class NumbaKernel:
+class NumbaKernel(GeneratedKernel):
     """A generated numba kernel, compiled lazily and cached in memory and on disk."""
 
-    def __init__(self, source, key: str | None = None):
-        self.source = source
-        self.key = key if key is not None else f"numba_{source.pattern}_{source.fingerprint}"
-        # The file name carries a hash of the text: a new code generator never reuses stale files.
-        self.file_key = f"{self.key}_{cache.content_hash(source.source)}"
-        self._path: str | None = None
-
-    @classmethod
-    def from_plan(cls, kernel_plan, key: str | None = None) -> "NumbaKernel":
-        from ..compiler.codegen.numba import generate_numba
-
-        return cls(generate_numba(kernel_plan), key)
-
-    @property
-    def path(self) -> str:
-        """The generated file (written on first access)."""
-        if self._path is None:
-            self._path = cache.write_source(self.file_key, self.source.source)
-        return self._path
-
-    def compile(self):
-        """The numba dispatcher of the entry function (imports the generated file once)."""
-        dispatcher = _DISPATCHERS.get(self.file_key)
-        if dispatcher is not None:
-            return dispatcher
-        with _LOCK:
-            dispatcher = _DISPATCHERS.get(self.file_key)
-            if dispatcher is None:
-                path = self.path
-                try:
-                    module = cache.load_module(self.file_key, path)
-                    dispatcher = getattr(module, self.source.entry)
-                except Exception as exc:  # a syntax error in generated code is a gdsl bug
-                    raise GdslError(f"cannot import the generated numba kernel {path}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
-                _DISPATCHERS[self.file_key] = dispatcher
-        return dispatcher
-
-    # -- running ---------------------------------------------------------------------------------
-    def _lookup(self, inputs: Mapping[str, Any], space: str, name: str) -> torch.Tensor:
-        nested = inputs.get(space)
-        if isinstance(nested, Mapping) and name in nested:
-            return nested[name]
-        for key in (f"{space}:{name}", name):
-            if key in inputs and not isinstance(inputs[key], Mapping):
-                return inputs[key]
-        raise GdslError(f"numba kernel {self.source.entry}: missing input {space}:{name} (give it as "
-                        f"inputs[{name!r}], inputs['{space}:{name}'] or inputs[{space!r}][{name!r}])")
+    backend = "numba"
+    display = "numba"
 
     def arguments(self, indptr, indices, eids, num_rows: int, num_edges: int,
                   inputs: Mapping[str, Any], params: Sequence[torch.Tensor]
@@ -190,19 +141,3 @@ class NumbaKernel:
             array, rows = outputs[spec.name]
             result[spec.name] = torch.from_numpy(array).reshape((rows,) + tuple(spec.shape))
         return result
-
-
-_KERNELS: dict[tuple, NumbaKernel] = {}
-
-
-def get_kernel(kernel_plan, key: str | None = None) -> NumbaKernel:
-    """The :class:`NumbaKernel` of a fused kernel plan, memoised by the program's fingerprint
-    (which covers dtypes and feature shapes) and the kernel's inputs."""
-    from ..compiler.codegen.numba import CODEGEN_VERSION
-
-    memo_key = (kernel_plan.pattern, kernel_plan.program.fingerprint(), repr(kernel_plan.inputs),
-                CODEGEN_VERSION, key)
-    kernel = _KERNELS.get(memo_key)
-    if kernel is None:
-        kernel = _KERNELS[memo_key] = NumbaKernel.from_plan(kernel_plan, key)
-    return kernel

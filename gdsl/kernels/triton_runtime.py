@@ -14,16 +14,13 @@ programs, and returns ``(rows, *feature shape)`` tensors.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Mapping, Sequence
 
 import torch
 
 from ..errors import BackendError, GdslError
-from . import cache
+from .generated import GeneratedKernel
 
-_FUNCTIONS: dict[str, Any] = {}
-_LOCK = threading.Lock()
 
 
 def _triton_errors() -> tuple[type, ...]:
@@ -57,65 +54,15 @@ def _index_tensor(value: Any, what: str, device: torch.device | None) -> torch.T
     return tensor.contiguous()
 
 
-class TritonKernel:
+class TritonKernel(GeneratedKernel):
     """A generated Triton kernel, imported lazily and cached in memory and on disk."""
 
+    backend = "triton"
+    display = "Triton"
+
     def __init__(self, source, key: str | None = None, config=None):
-        from ..compiler.codegen.triton import TritonConfig
-
-        self.source = source
-        self.config = config if config is not None else TritonConfig()
-        self.key = key if key is not None else f"triton_{source.pattern}_{source.fingerprint}"
-        # The file name carries a hash of the text: a new code generator never reuses stale files.
-        self.file_key = f"{self.key}_{cache.content_hash(source.source)}"
-        self._path: str | None = None
-
-    @classmethod
-    def from_plan(cls, kernel_plan, key: str | None = None, config=None) -> "TritonKernel":
-        from ..compiler.codegen.triton import generate_triton
-
-        return cls(generate_triton(kernel_plan), key, config)
-
-    @property
-    def path(self) -> str:
-        """The generated file (written on first access)."""
-        if self._path is None:
-            self._path = cache.write_source(self.file_key, self.source.source)
-        return self._path
-
-    def compile(self):
-        """The ``@triton.jit`` function of the entry (imports the generated file once)."""
-        function = _FUNCTIONS.get(self.file_key)
-        if function is not None:
-            return function
-        with _LOCK:
-            function = _FUNCTIONS.get(self.file_key)
-            if function is None:
-                path = self.path
-                try:
-                    module = cache.load_module(self.file_key, path)
-                    function = getattr(module, self.source.entry)
-                except ImportError as exc:
-                    if getattr(exc, "name", None) == "triton":
-                        raise BackendError("the Triton backend needs the 'triton' package") from exc
-                    raise GdslError(f"cannot import the generated Triton kernel {path}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
-                except Exception as exc:  # a syntax error in generated code is a gdsl bug
-                    raise GdslError(f"cannot import the generated Triton kernel {path}: "
-                                    f"{type(exc).__name__}: {exc}") from exc
-                _FUNCTIONS[self.file_key] = function
-        return function
-
-    # -- running ---------------------------------------------------------------------------------
-    def _lookup(self, inputs: Mapping[str, Any], space: str, name: str) -> Any:
-        nested = inputs.get(space)
-        if isinstance(nested, Mapping) and name in nested:
-            return nested[name]
-        for key in (f"{space}:{name}", name):
-            if key in inputs and not isinstance(inputs[key], Mapping):
-                return inputs[key]
-        raise GdslError(f"Triton kernel {self.source.entry}: missing input {space}:{name} (give it as "
-                        f"inputs[{name!r}], inputs['{space}:{name}'] or inputs[{space!r}][{name!r}])")
+        super().__init__(source, key)
+        self.config = config  # None: the source's default schedule
 
     def arguments(self, indptr, indices, eids, num_rows: int, num_edges: int,
                   inputs: Mapping[str, Any], params: Sequence[torch.Tensor], interpreted: bool
@@ -214,19 +161,3 @@ class TritonKernel:
                 buffer = buffer.view(torch.bool)
             result[spec.name] = buffer.reshape((rows,) + tuple(spec.shape))
         return result
-
-
-_KERNELS: dict[tuple, TritonKernel] = {}
-
-
-def get_kernel(kernel_plan, key: str | None = None, config=None) -> TritonKernel:
-    """The :class:`TritonKernel` of a fused kernel plan, memoised by the program's fingerprint
-    (which covers dtypes and feature shapes), the kernel's inputs and rows, and the config."""
-    from ..compiler.codegen.triton import CODEGEN_VERSION
-
-    memo_key = (kernel_plan.pattern, kernel_plan.rows, kernel_plan.program.fingerprint(),
-                repr(kernel_plan.inputs), CODEGEN_VERSION, key, config)
-    kernel = _KERNELS.get(memo_key)
-    if kernel is None:
-        kernel = _KERNELS[memo_key] = TritonKernel.from_plan(kernel_plan, key, config)
-    return kernel
