@@ -240,7 +240,7 @@ class _KernelFunction(torch.autograd.Function):
         saved = ctx.saved_tensors
         n_inputs = len(ctx.names) + len(ctx.param_indices)
         tensors, args = saved[:n_inputs], saved[n_inputs:]
-        features: dict[str, dict[str, torch.Tensor]] = {"src": {}, "dst": {}, "edge": {}}
+        features: dict[str, dict[str, torch.Tensor]] = {"src": {}, "dst": {}, "edge": {}, "param": {}}
         for key, t in zip(ctx.names, tensors):
             space, name = key.split(":", 1)
             features[space][name] = t
