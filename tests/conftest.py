@@ -21,6 +21,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import gdsl  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Timing belongs in bench/, never in tests: no per-example deadline on a loaded 2-core machine.
+settings.register_profile("gdsl", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("gdsl")
 
 REFERENCE_MODULES = {"test_message_passing", "test_udf", "test_graph", "test_transform", "test_frame",
                      "test_errors", "test_data", "test_compiler_trace", "test_compiler_passes",
