@@ -86,7 +86,8 @@ def _run_plan(step: StepPlan, rel: Relation, features: Mapping[str, Mapping[str,
               params: list[torch.Tensor], backend: str, kernel_runner: Callable,
               only_rows_with_messages: bool = False) -> dict[str, torch.Tensor]:
     """Node stage -> kernels -> epilogue. ``kernel_runner(kernel, inputs)`` runs one kernel."""
-    structure = Structure(rel.src, rel.dst, rel.num_src, rel.num_dst)
+    # The relation's cached in-degrees serve in_degree (mean, m.shape[1]) without a recount.
+    structure = _WithDegrees(Structure(rel.src, rel.dst, rel.num_src, rel.num_dst), rel.in_degrees)
     values: dict[str, torch.Tensor] = {}
     if step.node_stage is not None:
         values.update(evaluate(step.node_stage, params, structure, features))

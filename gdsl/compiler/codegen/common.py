@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
+
+from ..ir import format_instr
 
 
 @dataclass(frozen=True)
@@ -34,3 +38,44 @@ class OutputSpec:
     shape: tuple[int, ...]    # feature shape
     reducer: str | None       # sum | mean | max | min, None for edge outputs
     arg_name: str             # the parameter of the generated function
+
+
+def sanitize(name: str) -> str:
+    """A Python identifier for a field name (``$3`` -> ``_3``)."""
+    text = re.sub(r"\W", "_", name)
+    return text if text and not text[0].isdigit() else "_" + text
+
+
+def describe(i: int, ins) -> str:
+    """One IR instruction as a compact comment for generated code."""
+    return re.sub(r"\s{2,}", "  ", format_instr(i, ins).strip())
+
+
+def plan_inputs(kernel, fresh: Callable[[str], str]) -> tuple[list[InputSpec], dict[tuple, InputSpec]]:
+    """The array arguments of a kernel, one per distinct load, in first-use order.
+
+    Returns the specs and a map from ``(space, field)`` (``("param", index)`` for weights) to the
+    spec; ``fresh`` makes each argument name unique in the generated function.
+    """
+    inputs: list[InputSpec] = []
+    input_of: dict[tuple, InputSpec] = {}
+    declared = {(inp.space, inp.name): inp for inp in kernel.inputs}
+    for ins in kernel.program.instrs:
+        if not ins.op.startswith("load_"):
+            continue
+        space = ins.op[len("load_"):]
+        if ins.op == "load_param" and ins.attr("field") is None:
+            index = ins.attr("index")
+            key, name, arg = ("param", index), f"#{index}", f"w{index}"
+        else:
+            index = None
+            key, name = (space, ins.attr("field")), ins.attr("field")
+            arg = f"{space}_{sanitize(name)}"
+        if key in input_of:
+            continue
+        decl = declared.get((space, name))
+        shape = decl.shape if decl is not None else ins.shape
+        spec = InputSpec(name, space, ins.dtype, tuple(shape), fresh(arg), index)
+        inputs.append(spec)
+        input_of[key] = spec
+    return inputs, input_of

@@ -62,9 +62,11 @@ import torch
 
 from ...errors import CompileError
 from ..fusion import KernelPlan
-from ..ir import Program, format_instr
+from ..ir import Program
 from ..ops import OPS, promote
-from .common import InputSpec, OutputSpec
+from .common import InputSpec, OutputSpec, plan_inputs
+from .common import describe as _describe
+from .common import sanitize as _sanitize
 
 CODEGEN_VERSION = "triton-1"
 
@@ -109,15 +111,6 @@ _ATOM = re.compile(r"^[A-Za-z_][A-Za-z_0-9]*(\[[^\[\]]*\])?$|^\d+(\.\d*)?$")
 
 def _paren(text: str) -> str:
     return text if _ATOM.match(text) else f"({text})"
-
-
-def _sanitize(name: str) -> str:
-    text = re.sub(r"\W", "_", name)
-    return text if text and not text[0].isdigit() else "_" + text
-
-
-def _describe(i: int, ins) -> str:
-    return re.sub(r"\s{2,}", "  ", format_instr(i, ins).strip())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -581,27 +574,7 @@ class _Generator:
 
     # -- arguments -------------------------------------------------------------------------------
     def plan_arguments(self) -> None:
-        self.inputs: list[InputSpec] = []
-        self.input_of: dict[tuple[str, Any], InputSpec] = {}
-        declared = {(inp.space, inp.name): inp for inp in self.kernel.inputs}
-        for ins in self.prog.instrs:
-            if not ins.op.startswith("load_"):
-                continue
-            space = ins.op[len("load_"):]
-            if ins.op == "load_param" and ins.attr("field") is None:
-                index = ins.attr("index")
-                key, name, arg = ("param", index), f"#{index}", f"w{index}"
-            else:
-                index = None
-                key, name = (space, ins.attr("field")), ins.attr("field")
-                arg = f"{space}_{_sanitize(name)}"
-            if key in self.input_of:
-                continue
-            decl = declared.get((space, name))
-            shape = decl.shape if decl is not None else ins.shape
-            spec = InputSpec(name, space, ins.dtype, tuple(shape), self.fresh(arg), index)
-            self.inputs.append(spec)
-            self.input_of[key] = spec
+        self.inputs, self.input_of = plan_inputs(self.kernel, self.fresh)
 
         self.outputs: list[OutputSpec] = []
         self.sinks: list[tuple[OutputSpec, OutputSpec | None, int]] = []  # (out, arg, value)
