@@ -102,3 +102,44 @@ def machine() -> str:
     return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
             f"torch {torch.__version__}, numba {numba.__version__}, numpy {numpy.__version__}, "
             f"python {platform.python_version()}")
+
+
+def set_threads(threads: int) -> None:
+    """Use ``threads`` threads in torch and (where it is installed) in numba's parallel kernels."""
+    torch.set_num_threads(threads)
+    try:
+        import numba
+    except ImportError:
+        return
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+
+
+class LargestTensor:
+    """Records the largest tensor storage produced by any torch op while active (autograd's
+    backward included); arrays allocated outside torch (e.g. by numba kernels) are not seen."""
+
+    def __init__(self):
+        self.max_bytes = 0
+        self.max_desc = ""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        owner = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in (out if isinstance(out, (tuple, list)) else (out,)):
+                    if isinstance(t, torch.Tensor):
+                        nbytes = t.untyped_storage().nbytes()
+                        if nbytes > owner.max_bytes:
+                            owner.max_bytes = nbytes
+                            owner.max_desc = f"{func.__name__} {tuple(t.shape)} {str(t.dtype).replace('torch.', '')}"
+                return out
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)

@@ -1,6 +1,8 @@
-"""Turn the JSON written by ``bench/kernels.py --out`` into the markdown tables of RESULTS.md.
+"""Turn the JSON written by ``bench/kernels.py --out`` (and ``bench/attention.py``) into the
+markdown tables of RESULTS.md.
 
     python bench/report.py bench/results/kernels_100k.json [more.json ...]
+    python bench/report.py bench/results/attention-<tag>.json
 """
 from __future__ import annotations
 
@@ -39,12 +41,61 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+ATTENTION_IMPLS = [("gdsl-fused", "gdsl fused"), ("gdsl-unfused", "gdsl unfused"), ("pyg", "PyG GATConv")]
+
+
+def _attention_cells(value: dict) -> tuple[str, str]:
+    """(time, peak memory) cells of one implementation in one attention row."""
+    if not value:
+        return "-", "-"
+    if "median_ms" in value:
+        return f"{value['median_ms']:.1f}", f"{value['peak_rss_growth_mb']:.0f}"
+    if value.get("skipped"):
+        est = value.get("estimate_mb")
+        return ("skipped" + (f" (est. {est / 1024:.1f} GiB)" if est is not None else "")), "-"
+    if value.get("oom"):
+        return "OOM", "-"
+    return "error", "-"
+
+
+def _attention_ratio(row: dict, num: str, den: str) -> str:
+    a, b = row.get(num, {}), row.get(den, {})
+    if "median_ms" not in a or "median_ms" not in b:
+        return "-"
+    return f"{a['median_ms'] / b['median_ms']:.1f}x"
+
+
+def attention_tables(data: dict) -> str:
+    """One table per graph: rows (H, D), time (ms) and peak memory growth (MB) per implementation,
+    then PyG / gdsl-fused and gdsl-unfused / gdsl-fused time ratios."""
+    impls = [(k, name) for k, name in ATTENTION_IMPLS if any(k in row for row in data["rows"])]
+    config = data.get("config", {})
+    out = []
+    graphs: dict[tuple, list[dict]] = {}
+    for row in data["rows"]:
+        graphs.setdefault((row["graph"], row["nodes"], row["edges"]), []).append(row)
+    for (name, nodes, edges), rows in graphs.items():
+        out.append(f"GAT layer fwd+bwd, {config.get('graph', 'uniform')} graph {name}: N={nodes:,} E={edges:,}, "
+                   f"in={rows[0].get('in_dim', config.get('in_dim'))}; time ms (median of "
+                   f"{config.get('repeats', '?')}), peak RSS growth MB\n")
+        head = ("| H | D | " + " | ".join(f"{n} ms | {n} MB" for _, n in impls) +
+                " | PyG / fused | unfused / fused |")
+        lines = [head, "|" + "---|" * (head.count("|") - 1)]
+        for row in rows:
+            cells = " | ".join(" | ".join(_attention_cells(row.get(k, {}))) for k, _ in impls)
+            lines.append(f"| {row['heads']} | {row['dim']} | {cells} | {_attention_ratio(row, 'pyg', 'gdsl-fused')} | "
+                         f"{_attention_ratio(row, 'gdsl-unfused', 'gdsl-fused')} |")
+        out.append("\n".join(lines))
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     for path in sys.argv[1:]:
         with open(path) as f:
             data = json.load(f)
         print(f"Machine: {data['machine']}\n")
-        print(table(data["rows"]))
+        print(attention_tables(data) if data.get("kind") == "attention" else table(data["rows"]))
         print()
 
 

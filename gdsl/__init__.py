@@ -25,6 +25,7 @@ from . import compiled as _compiled  # noqa: F401  (registers the compiled back 
 from . import data
 from .dsl import apply, message, reduce
 from .compiled import generated_files
+from .attention import edge_softmax
 from .kernels.cache import cache_dir
 
 DGLGraph = Graph  # DGL's class name, for isinstance checks in ported code
@@ -38,5 +39,5 @@ __all__ = [
     "node_subgraph", "edge_subgraph", "use_backend", "available_backends", "current_backend",
     "register_backend", "GdslError", "GraphError", "FeatureError", "DeviceError", "BackendError",
     "CompileError", "function", "data", "message", "reduce", "apply",
-    "generated_files", "cache_dir",
+    "generated_files", "cache_dir", "edge_softmax",
 ]

@@ -196,26 +196,52 @@ class CompiledStep:
         return self._backward[0]
 
     def run(self, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return _run_plan(self.plan, rel, features, self.params, self.backend,
-                         lambda kernel, inputs: _launch_forward(self, rel, inputs),
+        params = self.call_params(rel.device)
+        return _run_plan(self.plan, rel, features, params, self.backend,
+                         lambda kernel, inputs: _launch_forward(self, rel, inputs, params),
                          only_rows_with_messages=self.kind == "gather_reduce")
 
+    def call_params(self, device: torch.device) -> list[torch.Tensor]:
+        """The traced weights, plus a fresh seed (from torch's generator, so ``torch.manual_seed``
+        makes runs repeatable) when the step has dropout; the backward reuses the call's seed."""
+        params = list(self.params)
+        if self.traced.seed_param is not None:
+            params[self.traced.seed_param] = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64).to(device)
+        return params
 
-def _launch_forward(step: CompiledStep, rel: Relation, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+
+def _launch_forward(step: CompiledStep, rel: Relation, inputs: dict[str, torch.Tensor],
+                    params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     kernel = step.kernel
     names = list(inputs)
     param_indices = [int(i.name[1:]) for i in kernel.inputs if i.space == "param" and i.name.startswith("#")]
-    tensors = [inputs[n] for n in names] + [step.params[i] for i in param_indices]
+    tensors = [inputs[n] for n in names] + [params[i] for i in param_indices]
     out_names = [name for name, _ in kernel.program.outputs]
     results = _KernelFunction.apply(step, rel, names, param_indices, out_names, *tensors)
     values = dict(zip(out_names, results[:len(out_names)]))
-    values.update(zip(_arg_names(kernel), results[len(out_names):]))
+    values.update(zip(_extra_names(kernel), results[len(out_names):]))
     return values
 
 
-def _arg_names(kernel: KernelPlan) -> list[str]:
-    return [f"{name}@arg" for name, i in kernel.program.outputs
-            if kernel.program.instrs[i].op in ("mailbox_max", "mailbox_min")]
+def _extra_names(kernel: KernelPlan) -> list[str]:
+    """What a forward kernel writes besides its outputs, for its backward: the winning edges of
+    max/min (``@arg``) and the per-row log-sum-exp of softmax-weighted sums (``@lse``)."""
+    suffix = {"mailbox_max": "@arg", "mailbox_min": "@arg", "mailbox_softmax_sum": "@lse"}
+    return [f"{name}{suffix[kernel.program.instrs[i].op]}" for name, i in kernel.program.outputs
+            if kernel.program.instrs[i].op in suffix]
+
+
+def _saved_outputs(kernel: KernelPlan) -> dict[str, str]:
+    """Outputs the backward reads (output name -> the name its backward loads): a softmax
+    reduction's result (``@out``; a log-sum-exp is its own ``@lse``)."""
+    saved = {}
+    for name, i in kernel.program.outputs:
+        op = kernel.program.instrs[i].op
+        if op == "mailbox_softmax_sum":
+            saved[name] = f"{name}@out"
+        elif op == "mailbox_logsumexp":
+            saved[name] = f"{name}@lse"
+    return saved
 
 
 class _KernelFunction(torch.autograd.Function):
@@ -229,9 +255,12 @@ class _KernelFunction(torch.autograd.Function):
             params[i] = t
         raw = step.forward_kernel().run(rel, inputs, params)
         outs = [raw[n.split(":", 1)[1]] if n.split(":", 1)[1] in raw else raw[n] for n in out_names]
-        args = [raw[a.split(":", 1)[1]] if a.split(":", 1)[1] in raw else raw[a] for a in _arg_names(step.kernel)]
+        args = [raw[a.split(":", 1)[1]] if a.split(":", 1)[1] in raw else raw[a]
+                for a in _extra_names(step.kernel)]
+        saved_outputs = _saved_outputs(step.kernel)
+        kept = [outs[k] for k, n in enumerate(out_names) if n in saved_outputs]
         ctx.step, ctx.rel, ctx.names, ctx.param_indices, ctx.out_names = step, rel, names, param_indices, out_names
-        ctx.save_for_backward(*tensors, *args)
+        ctx.save_for_backward(*tensors, *args, *kept)
         ctx.mark_non_differentiable(*args)
         return tuple(outs + args)
 
@@ -240,7 +269,10 @@ class _KernelFunction(torch.autograd.Function):
         step: CompiledStep = ctx.step
         saved = ctx.saved_tensors
         n_inputs = len(ctx.names) + len(ctx.param_indices)
-        tensors, args = saved[:n_inputs], saved[n_inputs:]
+        extra_names = _extra_names(step.kernel)
+        tensors = saved[:n_inputs]
+        args = saved[n_inputs:n_inputs + len(extra_names)]
+        kept = saved[n_inputs + len(extra_names):]
         features: dict[str, dict[str, torch.Tensor]] = {"src": {}, "dst": {}, "edge": {}, "param": {}}
         for key, t in zip(ctx.names, tensors):
             space, name = key.split(":", 1)
@@ -251,9 +283,13 @@ class _KernelFunction(torch.autograd.Function):
         for key, g in zip(ctx.out_names, grads):
             space, name = key.split(":", 1)
             features[space][f"grad:{name}"] = g
-        for key, arg in zip(_arg_names(step.kernel), args):
+        for key, arg in zip(extra_names, args):
             space, name = key.split(":", 1)
             features[space][name] = arg
+        saved_outputs = _saved_outputs(step.kernel)
+        for key, out in zip([n for n in ctx.out_names if n in saved_outputs], kept):
+            space, name = saved_outputs[key].split(":", 1)
+            features[space][name] = out
         for key in ctx.out_names:  # outputs the loss did not use get zero gradients
             space, name = key.split(":", 1)
             if features[space][f"grad:{name}"] is None:
@@ -314,7 +350,24 @@ def _func_key(func: Any) -> Any:
             continue
         cells.append(value if isinstance(value, _PLAIN) else ("id", id(value)))
     defaults = tuple(v if isinstance(v, _PLAIN) else ("id", id(v)) for v in inner.__defaults__ or ())
-    return (code, owner, tuple(cells), defaults)
+    # Modules trace differently in training and evaluation (dropout): their modes are in the key.
+    held = [getattr(func, "__self__", None)]
+    held += [c.cell_contents for c in inner.__closure__ or () if _has_contents(c)]
+    held += [inner.__globals__.get(name) for name in code.co_names]
+    modes = tuple(_modes(v) for v in held if isinstance(v, torch.nn.Module))
+    return (code, owner, tuple(cells), defaults, modes)
+
+
+def _has_contents(cell) -> bool:
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _modes(module: torch.nn.Module) -> tuple[bool, ...]:
+    return tuple(m.training for m in module.modules())
 
 
 class CompiledExecutor:

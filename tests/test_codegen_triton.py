@@ -11,7 +11,8 @@ graphs (blocks, zero-in-degree rows, multi-edges, a hub node), features and a sc
 program, so that tails, multi-block rows and multi-program feature tiling are all exercised), and
 the kernel's outputs must equal the interpreter's on the same kernel program. Max/min also return
 the winning edge per (row, feature), checked against the first edge (smallest id) attaining the
-extremum.
+extremum. Softmax reductions (attention) also return the per-row log-sum-exp of their logits
+(``<name>@lse``), checked against the interpreter's.
 
 Float dtypes: fp32 is checked tightly against the interpreter. fp16/bf16 kernels compute in fp32
 and round when storing, so they are checked tightly against the interpreter run on the same
@@ -211,9 +212,11 @@ def check_kernel(kernel: TritonKernel, kprogram: Program, params, case, idtype, 
     ref = interpret.evaluate(kprogram, params, g, feats)
     ref32 = interpret.evaluate(promote(kprogram), params, g, upcast(feats)) if half else ref
     maxmin = [n for n, i in kprogram.outputs if kprogram.instrs[i].op in ("mailbox_max", "mailbox_min")]
-    assert set(out) == set(ref) | {n + "@arg" for n in maxmin}
+    # a logsumexp output is its own log-sum-exp: the kernel writes no separate @lse for it
+    aliased = {n + "@lse" for n, i in kprogram.outputs if kprogram.instrs[i].op == "mailbox_logsumexp"}
+    assert set(out) == (set(ref) - aliased) | {n + "@arg" for n in maxmin}
     for name, expected in ref.items():
-        if name.endswith("@arg"):
+        if name.endswith("@arg") or name in aliased:
             continue
         got = out[name]
         assert got.shape == expected.shape and got.dtype == expected.dtype, name
@@ -617,6 +620,147 @@ def test_relation_in_csr(case, seed, config):
 
 
 # ------------------------------------------------------------------------------------------------
+# Attention: online-softmax reductions (mailbox_softmax_sum, mailbox_logsumexp)
+# ------------------------------------------------------------------------------------------------
+SOFTMAX_EXAMPLES = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
+# graphs of every kind, and always some with a hub (one row of 20..60 in-edges: many edge blocks)
+SOFTMAX_GRAPHS = st.one_of(graph_cases(max_nodes=8, max_edges=20),
+                           graph_cases(max_nodes=6, max_edges=8, hub=True))
+SOFTMAX_CASES = dict(case=SOFTMAX_GRAPHS, seed=st.integers(0, 2**31 - 1),
+                     kind=st.sampled_from(["int", "real"]), config=st.sampled_from(CONFIGS))
+NARROW = [TritonConfig(block_f=8), TritonConfig(block_e=4, block_f=4, rows_per_program=2),
+          TritonConfig(block_e=2, block_f=16)]
+
+
+def _gat_message(edges):
+    return {"m": edges.src["h"], "e": F.leaky_relu(edges.src["el"] + edges.dst["er"], 0.2)}
+
+
+def _gat_reduce(nodes):
+    alpha = torch.softmax(nodes.mailbox["e"], 1)
+    return {"o": (alpha * nodes.mailbox["m"]).sum(1)}
+
+
+def _gat_schema(dtype, heads: int, dim: int):
+    return float_schema(dtype, src={"h": (heads, dim), "el": (heads, 1)}, dst={"er": (heads, 1)})
+
+
+def _ops(comp) -> list[str]:
+    return [ins.op for ins in comp.step.kernel.program.instrs]
+
+
+def _check_softmax(comp, case, seed, kind, config, nonzero=()):
+    out = run_and_check(comp, case, case.idtype, make_features(case, comp.schema, seed, kind, nonzero), config)
+    for name, index in comp.step.kernel.program.outputs:
+        if comp.step.kernel.program.instrs[index].op == "mailbox_softmax_sum":
+            lse = out[name + "@lse"]
+            assert torch.isfinite(lse.float()).all(), name
+            empty = np.bincount(case.dst, minlength=case.num_dst) == 0
+            assert not lse[torch.as_tensor(empty)].any() and not out[name][torch.as_tensor(empty)].any()
+    return out
+
+
+@pytest.mark.parametrize("heads,dtype", [(1, torch.float32), (4, torch.float32), (4, torch.float64),
+                                         (4, torch.float16)])
+@SOFTMAX_EXAMPLES
+@given(**SOFTMAX_CASES)
+def test_softmax_sum_gat(heads, dtype, case, seed, kind, config):
+    """GAT attention: per-head logits (H, 1), softmax over the in-edges, weighted sum of (H, D)
+    source features, one pass with an online softmax; the per-row log-sum-exp is saved."""
+    comp = gather(("gat", heads, dtype), _gat_message, _gat_reduce, _gat_schema(dtype, heads, 3))
+    assert "mailbox_softmax_sum" in _ops(comp) and "mailbox_softmax" not in _ops(comp)
+    src = comp.kernel.source
+    assert [(o.name, o.shape, o.reducer) for o in src.outputs] == [
+        ("dst:o", (heads, 3), "softmax_sum"), ("dst:o@lse", (heads, 1), "softmax_sum")]
+    assert src.outputs[1].dtype == dtype
+    _check_softmax(comp, case, seed, kind, config)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@SOFTMAX_EXAMPLES
+@given(**SOFTMAX_CASES)
+def test_softmax_sum_single_logit(dtype, case, seed, kind, config):
+    """One logit per edge (shape (1,)) weighting (D,) values, negated and divided by a per-edge
+    value (masked lanes of the divisor must not poison the sums)."""
+    schema = float_schema(dtype, src={"h": (5,)}, dst={"q": (1,)}, edge={"w": (1,)})
+
+    def message(e):
+        return {"m": e.src["h"], "e": e.dst["q"] * e.src["h"][:, :1], "w": e.data["w"]}
+
+    def reduce(n):
+        return {"o": (-torch.softmax(n.mailbox["e"], 1) * n.mailbox["m"] / n.mailbox["w"]).sum(1)}
+
+    comp = gather(("single_logit", dtype), message, reduce, schema)
+    assert "mailbox_softmax_sum" in _ops(comp)
+    assert comp.kernel.source.output("dst:o@lse").shape == (1,)
+    _check_softmax(comp, case, seed, kind, config, nonzero=("w",))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@SOFTMAX_EXAMPLES
+@given(case=SOFTMAX_GRAPHS, seed=st.integers(0, 2**31 - 1), kind=st.sampled_from(["int", "real"]),
+       config=st.sampled_from(NARROW))
+def test_softmax_sum_wider_than_a_feature_tile(dtype, case, seed, kind, config):
+    """A 2 x 24 output over (2, 1) logits with feature tiles of 4..16 lanes: several programs per
+    row recompute the statistics of the same logit and store the same log-sum-exp."""
+    comp = gather(("gat_wide", dtype), _gat_message, _gat_reduce, _gat_schema(dtype, 2, 24))
+    assert comp.kernel.source.schedule(config).feature_programs > 1
+    _check_softmax(comp, case, seed, kind, config)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@SOFTMAX_EXAMPLES
+@given(**SOFTMAX_CASES)
+def test_logsumexp_reducer(dtype, case, seed, kind, config):
+    schema = _gat_schema(dtype, 4, 3)
+    comp = gather(("logsumexp", dtype), _gat_message, lambda n: {"l": torch.logsumexp(n.mailbox["e"], 1)},
+                  schema)
+    assert "mailbox_logsumexp" in _ops(comp)
+    assert [(o.name, o.reducer) for o in comp.kernel.source.outputs] == [("dst:l", "logsumexp")]
+    _check_softmax(comp, case, seed, kind, config)
+
+
+@SOFTMAX_EXAMPLES
+@given(**SOFTMAX_CASES)
+def test_softmax_sum_next_to_plain_reductions(case, seed, kind, config):
+    """Attention, the logsumexp of the same logits (sharing its statistics), a plain sum and a
+    max of the same messages in one kernel."""
+    schema = _gat_schema(torch.float32, 4, 3)
+
+    def message(e):
+        out = _gat_message(e)
+        out["x"] = out["e"] * 2.0
+        return out
+
+    def reduce(n):
+        alpha = torch.softmax(n.mailbox["e"], 1)
+        return {"o": (alpha * n.mailbox["m"]).sum(1), "s": n.mailbox["m"].sum(1),
+                "mx": n.mailbox["m"].amax(1), "l": torch.logsumexp(n.mailbox["e"], 1)}
+
+    comp = gather("softmax_mixed", message, reduce, schema)
+    ops = _ops(comp)
+    assert {"mailbox_softmax_sum", "mailbox_sum", "mailbox_max", "mailbox_logsumexp"} <= set(ops)
+    names = [o.name for o in comp.kernel.source.outputs]
+    assert names[names.index("dst:o") + 1] == "dst:o@lse" and "dst:l@lse" not in names
+    _check_softmax(comp, case, seed, kind, config)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_softmax_sum_empty_graphs_and_rows_without_edges(dtype):
+    """Fixed cases: no nodes, nodes without edges, and a hub next to zero-in-degree rows."""
+    from strategies import GraphCase
+
+    comp = gather(("gat", 4, dtype), _gat_message, _gat_reduce, _gat_schema(dtype, 4, 3))
+    hub = np.array([0, 1, 2, 3] * 10 + [4, 0], dtype=np.int64)
+    cases = [GraphCase(np.zeros(0, np.int64), np.zeros(0, np.int64), 0, 0, torch.int64, False),
+             GraphCase(np.zeros(0, np.int64), np.zeros(0, np.int64), 3, 3, torch.int32, False),
+             GraphCase(hub, np.array([2] * 40 + [0, 5], dtype=np.int64), 5, 7, torch.int64, True)]
+    for k, case in enumerate(cases):
+        for config in (None, CONFIGS[1], CONFIGS[2]):
+            _check_softmax(comp, case, k, "real", config)
+
+
+# ------------------------------------------------------------------------------------------------
 # Backward kernels (autodiff): reductions into source rows over the out-CSR, and dst kernels
 # ------------------------------------------------------------------------------------------------
 D, H = 3, 2
@@ -844,11 +988,15 @@ def test_empty_graph_and_rows_without_edges():
     assert torch.equal(out["dst:h"].cpu(), torch.zeros(3, 16))
 
 
-def test_unsupported_kernels_raise_compile_errors():
-    schema = float_schema(torch.float32, src={"h": (4,)}, dst={"h": (4,)})
-    traced = trace_gather_reduce(lambda e: {"m": e.src["h"] * e.dst["h"]},
-                                 lambda n: {"o": (torch.softmax(n.mailbox["m"], 1) * n.mailbox["m"]).sum(1)},
-                                 _specs(schema))
-    step = plan(optimize(traced.program)[0])
+def test_bare_mailbox_softmax_raises_a_compile_error():
+    """Fusion turns softmax-weighted sums into mailbox_softmax_sum; a bare per-edge softmax that
+    reaches the generator anyway is refused clearly."""
+    from gdsl.compiler.fusion import KernelInput, KernelPlan
+    from gdsl.compiler.ir import Builder
+
+    b = Builder()
+    h = b.add("load_src", (), {"field": "h"}, dtype=torch.float32, shape=(4,), space="src")
+    kprog = b.build([("edge:a", b.add("mailbox_softmax", (h,)))])
+    kplan = KernelPlan("edge_map", "dst", kprog, (KernelInput("h", "src", torch.float32, (4,)),))
     with pytest.raises(gdsl.CompileError, match="softmax"):
-        generate_triton(step.kernel)
+        generate_triton(kplan)

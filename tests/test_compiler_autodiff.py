@@ -43,6 +43,24 @@ def _red_mean(nodes):
     return {"o": nodes.mailbox["m"].mean(1)}
 
 
+def _msg_gat(edges):  # multi-head GAT: logits per head, values per head and feature
+    return {"m": edges.src["h"], "e": F.leaky_relu(edges.src["el"] + edges.dst["er"], 0.2)}
+
+
+def _red_attention(nodes):
+    alpha = torch.softmax(nodes.mailbox["e"], 1)
+    return {"o": (alpha * nodes.mailbox["m"]).sum(1)}
+
+
+def _red_attention_scaled(nodes):  # weights scaled, negated, and an extra reduction of them
+    alpha = torch.softmax(nodes.mailbox["e"], 1)
+    return {"o": (-(alpha * 2.0) * nodes.mailbox["m"] / 3.0).sum(1), "s": alpha.sum(1)}
+
+
+def _red_logsumexp(nodes):
+    return {"o": torch.logsumexp(nodes.mailbox["e"], 1) * nodes.mailbox["m"].sum(1)}
+
+
 CASES = {
     # name: (message, reduce, {space: {field: feature shape}})
     "copy_u_sum": (fn.copy_u("h", "m"), fn.sum("m", "o"), {"src": {"h": (D,)}}),
@@ -56,6 +74,9 @@ CASES = {
     "edge_matmul_sum": (_msg_weighted_matmul, fn.sum("m", "o"), {"src": {"h": (D,)}, "edge": {"w": (1,)}}),
     "where_pow_sum": (_msg_where, fn.sum("m", "o"), {"src": {"h": (D,)}, "dst": {"h": (D,)}}),
     "heads_sum": (_msg_heads, fn.sum("m", "o"), {"src": {"h": (D,)}, "edge": {"w": (1,)}}),
+    "gat_softmax_sum": (_msg_gat, _red_attention, {"src": {"h": (H, D), "el": (H, 1)}, "dst": {"er": (H, 1)}}),
+    "gat_single_logit": (_msg_gat, _red_attention_scaled, {"src": {"h": (D,), "el": (1,)}, "dst": {"er": (1,)}}),
+    "logsumexp": (_msg_gat, _red_logsumexp, {"src": {"h": (H, D), "el": (H, 1)}, "dst": {"er": (H, 1)}}),
 }
 
 
@@ -91,6 +112,7 @@ def _check_gradients(kernel, params, case, seed):
             bfeats[space][field] = value
         else:
             bfeats[space][f"grad:{field}"] = seeds[name]
+            bfeats[space][f"{field}@out"] = value.detach()
     got = evaluate(backward, [p.detach() for p in params], structure, bfeats)
     names = [f"{sp}:grad:{k}" for sp, d in feats.items() for k in d] + \
         [f"param:grad:#{i}" for i in range(len(params))]
@@ -124,6 +146,16 @@ def test_max_backward_reads_the_saved_winners():
     backward = dce(vjp(kernel.program))
     fields = {ins.attr("field") for ins in backward.instrs if ins.op == "load_dst"}
     assert "o@arg" in fields and "grad:o" in fields
+
+
+def test_attention_backward_recomputes_weights_from_the_saved_logsumexp():
+    kernel, _ = _kernel(_msg_gat, _red_attention, CASES["gat_softmax_sum"][2])
+    assert [i.op for i in kernel.program.instrs].count("mailbox_softmax_sum") == 1
+    backward = dce(vjp(kernel.program))
+    fields = {ins.attr("field") for ins in backward.instrs if ins.op == "load_dst"}
+    assert {"o@lse", "o@out", "grad:o"} <= fields
+    ops = {ins.op for ins in backward.instrs}
+    assert "mailbox_softmax" not in ops and "mailbox_softmax_sum" not in ops
 
 
 def test_edge_map_backward():

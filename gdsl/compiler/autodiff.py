@@ -2,9 +2,10 @@
 
 ``vjp(program)`` returns the backward program: it recomputes what it needs from the forward
 inputs (nothing per edge is saved, FlashAttention-style), reads the output gradients as
-``load_dst['grad:<name>']`` / ``load_edge['grad:<name>']`` and, for max/min reductions, the
-winning edge ids saved by the forward kernel as ``load_dst['<name>@arg']``. Its outputs are
-``"<space>:grad:<input>"``.
+``load_dst['grad:<name>']`` / ``load_edge['grad:<name>']`` and what the forward kernel saved per
+row: for max/min reductions the winning edge ids ``load_dst['<name>@arg']``, for softmax
+reductions the log-sum-exp ``load_dst['<name>@lse']`` (and the output ``'<name>@out'``), from
+which the softmax weights are recomputed per edge. Its outputs are ``"<space>:grad:<input>"``.
 
 The space system does the bookkeeping of message passing: a contribution computed per edge to a
 per-node value is summed over that node's edges with ``mailbox_sum{into=src|dst}``, so the
@@ -100,25 +101,51 @@ def _into_space(em: _Emitter, value: int, user: Instr, target: str) -> int:
     return value
 
 
-def _mailbox_vjp(em: _Emitter, ins: Instr, index: int, g: int, output_names: dict[int, str]) -> int:
-    """Per-edge contribution of a mailbox reduction's gradient ``g`` (a dst-space value)."""
+def _saved(em: _Emitter, ins: Instr, index: int, output_names: dict[int, str], suffix: str,
+           shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    """A per-row value the forward kernel saved for reduction ``index`` (``@arg``, ``@lse``, ``@out``)."""
+    name = output_names.get(index)
+    if name is None:
+        raise CompileError(f"internal: a {ins.op} reduction must be a kernel output to be differentiated "
+                           f"(the forward kernel saves what its backward reads)")
+    return em.b.add("load_dst", (), {"field": f"{name}{suffix}"}, dtype=dtype, shape=shape, space="dst",
+                    where=em.where)
+
+
+def _mailbox_vjp(em: _Emitter, ins: Instr, index: int, g: int, output_names: dict[int, str],
+                 program: Program) -> list[int | None]:
+    """Per-edge contributions of a mailbox reduction's gradient ``g`` (a dst-space value), one per
+    argument."""
     if ins.attr("into", "dst") != "dst":
         raise CompileError("internal: differentiating a reduction into source rows")
     op = ins.op
     if op == "mailbox_sum":
-        return g
+        return [g]
     if op == "mailbox_mean":
         degree = em.b.add("in_degree", (), {"dtype": em.dtype(g)}, where=em.where)
-        return em("div", (g, em("maximum", (degree, em.const(1.0)))))
+        return [em("div", (g, em("maximum", (degree, em.const(1.0)))))]
     if op in ("mailbox_max", "mailbox_min"):
-        name = output_names.get(index)
-        if name is None:
-            raise CompileError("internal: a max/min reduction must be a kernel output to be "
-                               "differentiated (its winning edges are saved by the forward kernel)")
-        arg = em.b.add("load_dst", (), {"field": f"{name}@arg"}, dtype=torch.int64, shape=ins.shape,
-                       space="dst", where=em.where)
+        arg = _saved(em, ins, index, output_names, "@arg", ins.shape, torch.int64)
         won = em("eq", (arg, em.b.add("edge_id", (), None, where=em.where)))
-        return em("where", (won, g, em("mul", (g, em.const(0.0)))))
+        return [em("where", (won, g, em("mul", (g, em.const(0.0)))))]
+    if op == "mailbox_logsumexp":
+        # d lse / d x_e = softmax weight of e = exp(x_e - lse[dst])
+        lse = _saved(em, ins, index, output_names, "@lse", ins.shape, ins.dtype)
+        return [em("mul", (g, em("exp", (em("sub", (ins.args[0], lse)),))))]
+    if op == "mailbox_softmax_sum":
+        # out = sum_e a_e v_e with a = softmax(x): recompute a from the saved log-sum-exp; then
+        # dv_e = a_e g and dx_e = a_e (<g, v_e> - <g, out>), <.,.> summed over the axes the
+        # weights were broadcast along. <g, out> is per row: no second pass over the edges.
+        x, v = ins.args
+        x_shape = program.instrs[x].shape
+        lse = _saved(em, ins, index, output_names, "@lse", x_shape, ins.dtype)
+        out = _saved(em, ins, index, output_names, "@out", ins.shape, ins.dtype)
+        alpha = em("exp", (em("sub", (x, lse)),))
+        dv = em("mul", (alpha, g))
+        per_edge = _unbroadcast(em, em("mul", (g, v)), x_shape)
+        per_row = _unbroadcast(em, em("mul", (g, out)), x_shape)
+        dx = em("mul", (alpha, em("sub", (per_edge, per_row))))
+        return [dx, dv]
     raise CompileError(f"differentiating {op} is not supported yet", where=ins.where)
 
 
@@ -151,7 +178,7 @@ def vjp(program: Program) -> Program:
         if ins.op.startswith("mailbox_"):
             if ins.op not in MAILBOX_REDUCERS:
                 raise CompileError(f"differentiating {ins.op} is not supported yet", where=ins.where)
-            grads = [_mailbox_vjp(em, ins, index, g, output_names)]
+            grads = _mailbox_vjp(em, ins, index, g, output_names, program)
         elif OPS[ins.op].kind in ("load", "const", "compare", "structure"):
             continue
         else:

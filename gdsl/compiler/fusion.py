@@ -82,6 +82,10 @@ def _classify(program: Program) -> list[str]:
     """``node``, ``kernel`` or ``post`` (epilogue) for every instruction."""
     stage: list[str] = []
     for ins in program.instrs:
+        if ins.op == "mailbox_softmax":  # what passes.fuse_softmax could not turn into weights
+            raise CompileError("torch.softmax over the mailbox compiles when its result weighs a sum "
+                               "over the mailbox, e.g. (torch.softmax(e, 1) * m).sum(1); for other uses "
+                               "compute the weights with gdsl.edge_softmax first", where=ins.where)
         after_reduction = any(stage[a] == "post" or _is_reduction(program.instrs[a]) for a in ins.args)
         if after_reduction and (ins.space == "edge" or ins.op.startswith("mailbox_")):
             raise CompileError("a per-edge value computed from a mailbox reduction (e.g. m - m.max(1)) "

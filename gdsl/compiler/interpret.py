@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 
 from ..errors import CompileError
-from ..kernels.scatter import scatter_reduce, segment_softmax
+from ..kernels.scatter import scatter_reduce, segment_logsumexp, segment_softmax
 from .ir import Program
 from .ops import OPS
 
@@ -55,10 +55,13 @@ def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
     """Run ``program``; ``features`` maps ``"src"``/``"dst"``/``"edge"`` to field tensors.
 
     Edges are in edge-id order. A max/min reduction output ``name`` also yields ``name@arg``: the
-    id of the winning edge per (row, feature), -1 for rows without edges.
+    id of the winning edge per (row, feature), -1 for rows without edges; a softmax reduction
+    yields ``name@lse``, the log-sum-exp of its logits per row (0 for rows without edges).
     """
     values: list[torch.Tensor] = []
-    winners: dict[int, torch.Tensor] = {}  # max/min: winning edge per (row, feature)
+    # What the backward of a reduction reads, as compiled kernels save it: max/min ``@arg`` (the
+    # winning edge per (row, feature)), softmax reductions ``@lse`` (per-row log-sum-exp).
+    saved: dict[int, tuple[str, torch.Tensor]] = {}
     for ins in program.instrs:
         op = ins.op
         args = [values[a] for a in ins.args]
@@ -80,11 +83,27 @@ def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
             index, rows = (g.src, g.num_src) if into_src else (g.dst, g.num_dst)
             if op == "mailbox_softmax":
                 out = segment_softmax(msg, index, rows)
+            elif op == "mailbox_softmax_sum":
+                weights = _lift(args[1], spaces[1], "edge", g)
+                rank = max(msg.dim(), weights.dim())
+                alpha = _pad_rank(segment_softmax(msg, index, rows), rank)
+                out = scatter_reduce("sum", alpha * _pad_rank(weights, rank), index, rows)
+                saved[len(values)] = ("@lse", segment_logsumexp(msg, index, rows))
+            elif op == "mailbox_logsumexp":
+                out = segment_logsumexp(msg, index, rows)
+                saved[len(values)] = ("@lse", out)
             elif op in ("mailbox_max", "mailbox_min"):
-                out, winners[len(values)] = scatter_reduce(op[len("mailbox_"):], msg, index, rows,
-                                                           return_arg=True)
+                out, arg = scatter_reduce(op[len("mailbox_"):], msg, index, rows, return_arg=True)
+                saved[len(values)] = ("@arg", arg)
             else:
                 out = scatter_reduce(op[len("mailbox_"):], msg, index, rows)
+        elif op == "dropout_mask":
+            from ..kernels.random import keep_mask
+            keep = keep_mask(int(args[0].reshape(-1)[0]), ins.attr("stream"), g.num_edges, ins.shape,
+                             ins.attr("p"), device=g.src.device)
+            p = ins.attr("p")
+            scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+            out = keep.to(ins.dtype) * scale
         elif op == "edge_id":
             out = torch.arange(g.num_edges, device=g.src.device)
         elif op == "in_degree":
@@ -113,8 +132,9 @@ def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
         elif ins.space != space:
             value = _lift(value, ins.space, space, g)
         results[name] = value
-        if index in winners:  # what the backward of max/min reads, as compiled kernels save it
-            results[f"{name}@arg"] = winners[index]
+        if index in saved:
+            suffix, tensor = saved[index]
+            results[f"{name}{suffix}"] = tensor
     return results
 
 

@@ -184,6 +184,22 @@ def _mailbox_softmax(instrs, attrs):
     return (x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()), x.shape, "edge"
 
 
+def _softmax_sum(instrs, attrs):
+    """``sum_e softmax_e(x) * v_e`` into the destination rows: the online-softmax reducer that
+    attention compiles to (passes.fuse_softmax). Softmax statistics have x's shape."""
+    x, v = instrs
+    shape = broadcast_shapes(x.shape, v.shape, attrs.get("_where"))
+    dtype = promote([x, v])
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    return dtype, shape, "dst"
+
+
+def _logsumexp(instrs, attrs):
+    (x,) = instrs
+    return (x.dtype if x.dtype.is_floating_point else torch.get_default_dtype()), x.shape, "dst"
+
+
 def _cast(instrs, attrs):
     (x,) = instrs
     return attrs["to"], x.shape, x.space
@@ -239,16 +255,26 @@ _define("matmul", "matmul", _matmul)
 for _name in ("mailbox_sum", "mailbox_max", "mailbox_min", "mailbox_mean"):
     _define(_name, "mailbox", _mailbox_reduce)
 _define("mailbox_softmax", "mailbox", _mailbox_softmax)
+_define("mailbox_softmax_sum", "mailbox", _softmax_sum)
+_define("mailbox_logsumexp", "mailbox", _logsumexp)
 _define("expand", "shape", _expand)
 _define("pad", "shape", _pad)
 _define("outer", "matmul", _outer)
 _define("rows_sum", "rows", _rows_sum)
 _define("edge_id", "structure", lambda instrs, attrs: (torch.int64, (), "edge"))
+# Attention dropout: 1 / (1 - p) or 0 per element, from a hash of (seed, stream, edge id, index)
+# (gdsl.kernels.random); forward and backward kernels regenerate the same mask.
+_define("dropout_mask", "structure",
+        lambda instrs, attrs: (attrs["dtype"], tuple(attrs["shape"]), "edge"))
 _define("in_degree", "structure", lambda instrs, attrs: (attrs["dtype"], (), "dst"))
 # Hoisting's boundary: the value is computed per node by the node stage, then loaded per edge.
 _define("materialize", "materialize", lambda instrs, attrs: (instrs[0].dtype, instrs[0].shape, instrs[0].space))
 
-MAILBOX_REDUCERS = ("mailbox_sum", "mailbox_max", "mailbox_min", "mailbox_mean")
+MAILBOX_REDUCERS = ("mailbox_sum", "mailbox_max", "mailbox_min", "mailbox_mean", "mailbox_softmax_sum",
+                    "mailbox_logsumexp")
+# Reductions that keep online-softmax statistics; the forward kernel saves their per-row
+# log-sum-exp as ``<name>@lse`` for the backward (FlashAttention-style).
+SOFTMAX_REDUCERS = ("mailbox_softmax_sum", "mailbox_logsumexp")
 
 
 def infer(op: str, args: list[Instr], attrs: dict[str, Any], where: str | None):

@@ -161,6 +161,87 @@ def _split_matmul_over_cat(b: Builder, ins: Instr):
 
 
 # ------------------------------------------------------------------------------------------------
+# Attention: softmax-weighted sums become one online-softmax reduction
+# ------------------------------------------------------------------------------------------------
+_VIEW_OPS = ("reshape", "expand")
+
+
+def fuse_softmax(program: Program) -> Program:
+    """``mailbox_sum(f(softmax(x)))`` with ``f`` linear in the softmax weights (products with and
+    quotients by values that do not depend on them, negation, reshapes and broadcasts of the
+    weights) becomes ``mailbox_softmax_sum(x', v)``: ``x'`` is x viewed as the weights were, ``v``
+    the product of the other factors. Kernels compute it in one pass over a row's edges with an
+    online softmax (running max, running denominator, rescaled accumulator), so the normalised
+    weights never exist; the backward recomputes them from the saved per-row log-sum-exp.
+
+    A softmax used any other way is left alone (fusion then asks for ``gdsl.edge_softmax``)."""
+    mailbox_dependent: dict[int, bool] = {}
+
+    def depends(b: Builder, i: int) -> bool:
+        if i not in mailbox_dependent:
+            ins = b.instrs[i]
+            mailbox_dependent[i] = ins.op.startswith("mailbox_") or any(depends(b, a) for a in ins.args)
+        return mailbox_dependent[i]
+
+    def term(b: Builder, i: int):
+        """(logits viewed as the weights, [(factor, 'mul'|'div')], negated) or None."""
+        ins = b.instrs[i]
+        if ins.op == "mailbox_softmax" and ins.attr("into", "dst") == "dst":
+            return ins.args[0], [], False
+        if ins.op in _VIEW_OPS:
+            inner = term(b, ins.args[0])
+            if inner is None:
+                return None
+            x, factors, negated = inner
+            view = b.add(ins.op, (x,), dict(ins.attrs), where=ins.where)
+            return view, factors, negated
+        if ins.op == "neg":
+            inner = term(b, ins.args[0])
+            return None if inner is None else (inner[0], inner[1], not inner[2])
+        if ins.op in ("mul", "div"):
+            sides = [(0, 1), (1, 0)] if ins.op == "mul" else [(0, 1)]
+            for k, other in sides:
+                if depends(b, ins.args[other]):
+                    continue
+                inner = term(b, ins.args[k])
+                if inner is not None:
+                    return inner[0], inner[1] + [(ins.args[other], ins.op)], inner[2]
+        return None
+
+    def rule(b: Builder, ins: Instr) -> int | None:
+        if ins.op != "mailbox_sum" or ins.attr("into", "dst") != "dst":
+            return None
+        found = term(b, ins.args[0])
+        if found is None:
+            return None
+        x, factors, negated = found
+        weight = None
+        for factor, how in factors:
+            if weight is None:
+                weight = factor if how == "mul" else b.add(
+                    "div", (b.add("const", (), {"value": 1.0, "weak": True}, dtype=torch.float64, shape=(),
+                                  space="param"), factor), where=ins.where)
+            else:
+                weight = b.add(how, (weight, factor), where=ins.where)
+        if weight is None:
+            weight = b.add("const", (), {"value": 1.0, "weak": True}, dtype=torch.float64, shape=(),
+                           space="param")
+        if negated:
+            weight = b.add("neg", (weight,), where=ins.where)
+        out = b.add("mailbox_softmax_sum", (x, weight), where=ins.where)
+        if b.instrs[out].shape != ins.shape or b.instrs[out].dtype != ins.dtype:
+            # broadcasting the weights made the result wider, or promotion changed its type
+            target = ins.shape
+            if b.instrs[out].shape != target:
+                out = b.add("expand", (out,), {"shape": target}, where=ins.where)
+            if b.instrs[out].dtype != ins.dtype:
+                out = b.add("cast", (out,), {"to": ins.dtype}, where=ins.where)
+        return out
+
+    return dce(rewrite(program, rule))
+
+
+# ------------------------------------------------------------------------------------------------
 # Hoisting
 # ------------------------------------------------------------------------------------------------
 def _per_edge_users(program: Program) -> dict[int, list[int]]:
@@ -168,7 +249,7 @@ def _per_edge_users(program: Program) -> dict[int, list[int]]:
     and mailbox reductions (which read their operand along every in-edge)."""
     users: dict[int, list[int]] = {i: [] for i in range(len(program))}
     for j, ins in enumerate(program.instrs):
-        if ins.space == "edge" or ins.op in MAILBOX_REDUCERS or ins.op == "mailbox_softmax":
+        if ins.space == "edge" or ins.op.startswith("mailbox_"):
             for a in ins.args:
                 users[a].append(j)
     return users
@@ -214,6 +295,7 @@ PIPELINE: list[tuple[str, Callable[[Program], Program]]] = [
     ("constant_fold", constant_fold),
     ("simplify", simplify),
     ("cse", cse),
+    ("fuse_softmax", fuse_softmax),
     ("hoist", hoist),
 ]
 

@@ -91,6 +91,8 @@ class Tracer:
         self.params: list[torch.Tensor] = []
         self._param_index: dict[int, int] = {}
         self._loads: dict[tuple, int] = {}
+        self.seed_param: int | None = None  # the param slot the executor fills with a fresh seed
+        self.dropout_streams = 0
 
     # -- emission ------------------------------------------------------------------------------
     def emit(self, op: str, args: tuple[int, ...], attrs: dict | None = None, **types) -> int:
@@ -259,6 +261,7 @@ class Proxy:
     def max(self, dim=None, keepdim=False): return max_min("max", self, dim, keepdim)
     def min(self, dim=None, keepdim=False): return max_min("min", self, dim, keepdim)
     def softmax(self, dim): return softmax(self, dim)
+    def logsumexp(self, dim, keepdim=False): return logsumexp(self, dim, keepdim)
     def view(self, *shape): return reshape(self, shape)
     def reshape(self, *shape): return reshape(self, shape)
     def flatten(self, start_dim=0, end_dim=-1): return flatten(self, start_dim, end_dim)
@@ -467,6 +470,54 @@ def softmax(x: Proxy, dim: int) -> Proxy:
     e = unary("exp", binary("sub", x, m))
     s = Proxy(t, t.emit("feature_sum", (e.index,), {"axis": axis, "keepdim": True}), x.lead)
     return binary("div", e, s)
+
+
+def logsumexp(x: Proxy, dim, keepdim: bool = False) -> Proxy:
+    """``torch.logsumexp``: over the mailbox an online-softmax reduction, over a feature axis
+    ``max + log(sum(exp(x - max)))``."""
+    if isinstance(dim, (list, tuple)):
+        if len(dim) != 1:
+            raise CompileError("logsumexp over several dimensions cannot be compiled", where=user_location())
+        dim = dim[0]
+    axis = _axis(x, dim)
+    t = x.tracer
+    if axis == "mailbox":
+        idx = t.emit("mailbox_logsumexp", (x.index,))
+        if keepdim:
+            idx = t.emit("reshape", (idx,), {"shape": (1,) + t.instr(idx).shape})
+        return Proxy(t, idx, 1)
+    m = Proxy(t, t.emit("feature_max", (x.index,), {"axis": axis, "keepdim": True}), x.lead)
+    s = Proxy(t, t.emit("feature_sum", (unary("exp", binary("sub", x, m)).index,),
+                        {"axis": axis, "keepdim": True}), x.lead)
+    out = binary("add", m, unary("log", s))
+    return out if keepdim else squeeze(out, dim)
+
+
+def dropout(x: Proxy, p: float = 0.5, training: bool = True) -> Proxy:
+    """``F.dropout`` of a per-edge value (attention dropout): ``x * mask`` with a counter-based
+    mask that the backward regenerates (gdsl.kernels.random), never stored. The identity when not
+    training or ``p == 0``."""
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise CompileError(f"dropout probability has to be between 0 and 1, got {p}", where=user_location())
+    if not training or p == 0.0:
+        return x
+    t = x.tracer
+    ins = t.instr(x.index)
+    if ins.space != "edge":
+        raise CompileError("dropout inside a compiled function applies to per-edge values (attention "
+                           "dropout); apply feature dropout to node features outside the function",
+                           where=user_location())
+    if not ins.dtype.is_floating_point:
+        raise CompileError(f"dropout of a {ins.dtype} value", where=user_location())
+    if t.seed_param is None:
+        t.params.append(torch.zeros(1, dtype=torch.int64))
+        t.seed_param = len(t.params) - 1
+    seed = t.emit("load_param", (), {"index": t.seed_param}, dtype=torch.int64, shape=(1,), space="param")
+    mask = t.emit("dropout_mask", (seed,), {"p": p, "stream": t.dropout_streams, "dtype": ins.dtype,
+                                            "shape": tuple(ins.shape)})
+    t.dropout_streams += 1
+    return Proxy(t, t.emit("mul", (x.index, mask)), x.lead)
 
 
 def _feature_part(x: Proxy, shape: tuple) -> tuple[int, ...]:
@@ -689,6 +740,7 @@ _register([F.sigmoid, F.tanh], lambda x, *a, **k: unary("sigmoid" if False else 
 _HANDLERS[F.sigmoid] = _activation("sigmoid")
 _HANDLERS[F.tanh] = _activation("tanh")
 _register([F.leaky_relu], _activation("leaky_relu"))
+_register([F.dropout], lambda x, p=0.5, training=True, inplace=False: dropout(x, p, training))
 _register([F.elu], _activation("elu"))
 for _name, _op in {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "true_divide": "div",
                    "pow": "pow", "maximum": "maximum", "minimum": "minimum", "gt": "gt", "ge": "ge",
@@ -712,6 +764,8 @@ _register([torch.amin, torch.Tensor.amin], _reduce_handler("min"))
 _register([torch.max, torch.Tensor.max], _torch_max_min("max"))
 _register([torch.min, torch.Tensor.min], _torch_max_min("min"))
 _register([torch.softmax, F.softmax, torch.Tensor.softmax], _softmax_handler)
+_register([torch.logsumexp, torch.Tensor.logsumexp],
+          lambda x, dim=None, keepdim=False, **k: logsumexp(x, k.get("dim", dim), keepdim))
 _register([torch.where], lambda c, a=None, b=None: where_op(c, a, b))
 _register([torch.clamp, torch.clip, torch.Tensor.clamp], lambda x, min=None, max=None: clamp(x, min, max))
 _register([torch.cat, torch.concat], lambda tensors, dim=0, **k: cat(tensors, k.get("dim", dim)))
@@ -815,10 +869,12 @@ class NodesProxy:
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class Traced:
-    """A traced step: the IR program and the captured tensors its ``load_param``s index."""
+    """A traced step: the IR program and the captured tensors its ``load_param``s index.
+    ``seed_param``: the param slot of the random seed (dropout), filled anew for every call."""
 
     program: Program
     params: list[torch.Tensor]
+    seed_param: int | None = None
 
 
 def _outputs(func: Callable, result: Any, what: str) -> dict[str, Proxy]:
@@ -846,7 +902,7 @@ def trace_edge_map(func: Callable, schema: Mapping[str, Mapping[str, FieldSpec]]
     tracer = Tracer(schema)
     outs = _outputs(func, func(EdgesProxy(tracer)), "edge")
     program = tracer.builder.build((f"edge:{k}", v.index) for k, v in outs.items())
-    return Traced(program, tracer.params)
+    return Traced(program, tracer.params, tracer.seed_param)
 
 
 def trace_gather_reduce(message_func: Callable, reduce_func: Callable,
@@ -875,7 +931,7 @@ def trace_gather_reduce(message_func: Callable, reduce_func: Callable,
                 index = tracer.builder.add("cast", (index,), {"to": ins.dtype}, where=ins.where)
         outputs.append((f"dst:{key}", index))
     program = tracer.builder.build(outputs)
-    return Traced(program, tracer.params)
+    return Traced(program, tracer.params, tracer.seed_param)
 
 
 def trace_node_apply(func: Callable, schema: Mapping[str, Mapping[str, FieldSpec]]) -> Traced:
@@ -883,4 +939,4 @@ def trace_node_apply(func: Callable, schema: Mapping[str, Mapping[str, FieldSpec
     tracer = Tracer(schema)
     outs = _outputs(func, func(NodesProxy(tracer, None)), "apply")
     program = tracer.builder.build((f"dst:{k}", v.index) for k, v in outs.items())
-    return Traced(program, tracer.params)
+    return Traced(program, tracer.params, tracer.seed_param)

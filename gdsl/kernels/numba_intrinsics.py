@@ -53,3 +53,28 @@ def prefetch_write(typingctx, arr, row, col):
     if not _check(arr, row, col):
         return None
     return types.void(arr, row, col), _prefetch_codegen(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Dropout bits (gdsl.kernels.random, the same arithmetic)
+# ------------------------------------------------------------------------------------------------
+from numba import njit  # noqa: E402
+
+from .random import GOLDEN, MASK32, MIX1, MIX2, STREAM  # noqa: E402
+
+
+@njit(inline="always", cache=True)
+def _mix(x):
+    x = (x * GOLDEN) & MASK32
+    x = x ^ (x >> 16)
+    x = (x * MIX1) & MASK32
+    x = x ^ (x >> 15)
+    x = (x * MIX2) & MASK32
+    return x ^ (x >> 16)
+
+
+@njit(inline="always", cache=True)
+def dropout_keep(seed, stream, eid, flat, width, threshold):
+    """Whether element ``flat`` of edge ``eid`` survives dropout (see gdsl.kernels.random)."""
+    counter = (eid * width + flat) & MASK32
+    return _mix(counter ^ _mix((seed + stream * STREAM) & MASK32)) >= threshold

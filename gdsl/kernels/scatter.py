@@ -1,7 +1,8 @@
 """Segment reductions in plain torch: the building blocks of the reference semantics.
 
 ``scatter_reduce`` reduces per-edge rows into per-node rows (0 where a node gets nothing);
-``segment_softmax`` normalises per-edge logits over the edges of each node. Both are
+``segment_softmax`` normalises per-edge logits over the edges of each node and
+``segment_logsumexp`` gives each node's log-sum-exp of them. All are
 differentiable with torch autograd and are used by the reference executor and the IR interpreter.
 """
 from __future__ import annotations
@@ -63,6 +64,24 @@ def segment_softmax(logits: torch.Tensor, index: torch.Tensor, num_rows: int) ->
     shifted = (logits - row_max.gather(0, full_index)).exp()
     denom = shifted.new_zeros((num_rows, *logits.shape[1:])).scatter_add(0, full_index, shifted)
     return shifted / denom.gather(0, full_index)
+
+
+def segment_logsumexp(logits: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """``log(sum(exp(logits)))`` over the rows sharing an ``index`` value (max-subtracted); 0 for
+    rows that receive nothing, as the compiled kernels write."""
+    index = index.to(torch.int64)
+    out_shape = (num_rows, *logits.shape[1:])
+    if logits.shape[0] == 0:
+        return logits.new_zeros(out_shape) + logits.sum() * 0
+    full_index = _expand_index(index, logits)
+    row_max = logits.new_full(out_shape, float("-inf")).scatter_reduce(
+        0, full_index, logits.detach(), "amax")
+    has = torch.isfinite(row_max)
+    safe_max = torch.where(has, row_max, torch.zeros_like(row_max))
+    shifted = (logits - safe_max.gather(0, full_index)).exp()
+    total = shifted.new_zeros(out_shape).scatter_add(0, full_index, shifted)
+    lse = safe_max + torch.where(total > 0, total, torch.ones_like(total)).log()
+    return torch.where(total > 0, lse, torch.zeros_like(lse))
 
 
 def _extreme(dtype: torch.dtype, op: str):

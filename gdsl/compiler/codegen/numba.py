@@ -67,7 +67,9 @@ _NP_TYPES = {
     torch.float32: "np.float32", torch.float64: "np.float64",
     torch.int32: "np.int32", torch.int64: "np.int64", torch.bool: "np.bool_",
 }
-_REDUCERS = {"mailbox_sum": "sum", "mailbox_mean": "mean", "mailbox_max": "max", "mailbox_min": "min"}
+_REDUCERS = {"mailbox_sum": "sum", "mailbox_mean": "mean", "mailbox_max": "max", "mailbox_min": "min",
+             "mailbox_softmax_sum": "softmax_sum", "mailbox_logsumexp": "logsumexp"}
+_SOFTMAX = ("softmax_sum", "logsumexp")
 
 _ROW, _EDGE = 0, 1  # placement levels; loop k of a nest is at level _EDGE + 1 + k
 _CONST = -1
@@ -320,7 +322,7 @@ class _Generator:
                                 "d", "e", "start", "end", "first", "np", "numba", "deg", "nnz",
                                 "row_splits", "p",
                                 "jp", "up", "dp", "ep", "prefetch", "prefetch_write",
-                                "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)}
+                                "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
         self.alloc_lines: list[str] = []    # per-row scratch arrays
         self.memo_row: dict[tuple, tuple[str, int]] = {}
@@ -332,8 +334,8 @@ class _Generator:
             if ins.op not in OPS:
                 raise CompileError(f"internal: unknown IR op {ins.op!r}", where=ins.where)
             if ins.op == "mailbox_softmax":
-                raise CompileError("mailbox softmax (attention) kernels are not supported by the "
-                                   "numba backend yet", where=ins.where)
+                raise CompileError("internal: a bare mailbox softmax reached code generation (fusion "
+                                   "only hands over softmax-weighted sums)", where=ins.where)
 
     # -- names ---------------------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -350,6 +352,8 @@ class _Generator:
 
         self.outputs: list[OutputSpec] = []
         self.sinks: list[tuple[OutputSpec, OutputSpec | None, int]] = []  # (out, arg, value)
+        # online-softmax reductions: (out, lse output or None, reduction instruction)
+        self.softmax_sinks: list[tuple[OutputSpec, OutputSpec | None, int]] = []
         for name, i in self.prog.outputs:
             ins = self.prog.instrs[i]
             space, _, fieldname = name.partition(":")
@@ -358,7 +362,7 @@ class _Generator:
                     raise CompileError(f"internal: kernel output {name!r} is not a mailbox reduction "
                                        f"into the kernel's {self.rows} rows ({ins.op})", where=ins.where)
                 reducer = _REDUCERS[ins.op]
-                shape = self.prog.instrs[ins.args[0]].shape
+                shape = ins.shape if reducer in _SOFTMAX else self.prog.instrs[ins.args[0]].shape
             elif space == "edge":
                 reducer, shape = None, ins.shape
             else:
@@ -366,6 +370,17 @@ class _Generator:
             out = OutputSpec(name, space, ins.dtype, math.prod(shape), tuple(shape), reducer,
                              self.fresh(f"out_{_sanitize(fieldname)}"))
             self.outputs.append(out)
+            if reducer in _SOFTMAX:
+                if self.rows != "dst":
+                    raise CompileError("internal: a softmax reduction in a kernel over source rows")
+                lse = None
+                if reducer == "softmax_sum":  # logsumexp's output is its own log-sum-exp
+                    x_shape = self.prog.instrs[ins.args[0]].shape
+                    lse = OutputSpec(name + "@lse", space, ins.dtype, math.prod(x_shape), tuple(x_shape),
+                                     reducer, self.fresh(f"lse_{_sanitize(fieldname)}"))
+                    self.outputs.append(lse)
+                self.softmax_sinks.append((out, lse, i))
+                continue
             arg = None
             if reducer in ("max", "min"):
                 arg = OutputSpec(name + "@arg", space, torch.int64, out.size, out.shape, reducer,
@@ -403,6 +418,7 @@ class _Generator:
             roots: list[tuple[Any, list[int]]] = [(("m", i), list(prog.instrs[i].args))
                                                   for i in sorted(self.materialized)]
             roots += [(("g", shape), [value for _, _, value in sinks]) for shape, sinks in groups]
+            roots += [(("s", i), list(prog.instrs[i].args)) for _, _, i in self.softmax_sinks]
             refs: dict[int, set] = {}
             for root, operands in roots:
                 seen: set[int] = set()
@@ -565,6 +581,8 @@ class _Generator:
         """The expression computing elementwise instruction ``i`` at ``index``."""
         ins = self.prog.instrs[i]
         op, kind, dtype = ins.op, self.kind(i), ins.dtype
+        if op == "dropout_mask":
+            return self.dropout_text(ins, index)
         if kind not in ("unary", "binary", "compare", "ternary"):
             raise CompileError(f"internal: {op} cannot be computed inline", where=ins.where)
         if kind == "compare":
@@ -620,6 +638,19 @@ class _Generator:
         if dtype in (torch.int32,) and kind != "compare" and op != "cast":
             text = f"np.int32({text})"  # numba widens int32 arithmetic to int64
         return text, level
+
+    def dropout_text(self, ins, index) -> tuple[str, int]:
+        """``1 / (1 - p)`` or 0: the element's keep bit hashed from (seed, stream, edge, index)."""
+        from ...kernels.random import threshold
+        self.uses_e = True
+        self.uses_dropout = True
+        seed, _ = self.access(ins.args[0], _c(0))
+        flat = _to_flat(index, ins.shape)
+        p = ins.attr("p")
+        scale = _literal(0.0 if p >= 1.0 else 1.0 / (1.0 - p), ins.dtype)
+        text = (f"{scale} if dropout_keep({seed}, {ins.attr('stream')}, np.int64(e), {flat.text}, "
+                f"{math.prod(ins.shape)}, {threshold(p)}) else {_literal(0, ins.dtype)}")
+        return text, max(_EDGE, flat.level)
 
     # -- per-edge bodies -------------------------------------------------------------------------
     def target(self, i: int, flat: _Ix) -> str:
@@ -840,9 +871,105 @@ class _Generator:
         nest.pre[0][:0] = comments
         return nest
 
+    def body_softmax(self, out: OutputSpec, lse: OutputSpec | None, i: int) -> _Nest:
+        """An online-softmax reduction: ``softmax_sum(x, v)`` or ``logsumexp(x)``.
+
+        Per element of x's shape the row keeps a running max ``M`` and denominator ``S``
+        (per-part scratch); the output row accumulates ``exp(x - M) * v`` and is rescaled by
+        ``exp(M_old - M_new)`` when a larger logit arrives, so each edge is read once. The row's
+        finalisation (see ``softmax_final``) divides by ``S`` and writes ``M + log S``."""
+        ins = self.prog.instrs[i]
+        xi = ins.args[0]
+        x_shape = self.prog.instrs[xi].shape
+        shape = out.shape
+        pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
+        head_axes = [k for k, n in enumerate(shape) if pad[k] > 1]
+        other_axes = [k for k, n in enumerate(shape) if pad[k] == 1 and n > 1]
+        loops = [(f"i{k}", shape[k]) for k in head_axes] + [(f"i{k}", shape[k]) for k in other_axes]
+        nest = _Nest(loops)
+        var = {k: nest.var(n) for n, k in enumerate(head_axes + other_axes)}
+        multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
+        x_index = _broadcast_index(multi, shape, x_shape)
+        x_flat = _to_flat(x_index, x_shape)
+        dtype = out.dtype
+        n_head = len(head_axes)
+        level = _EDGE + n_head
+        nx = max(1, math.prod(x_shape))
+        run_max, run_den = self.fresh(f"mx{i}"), self.fresh(f"den{i}")
+        self.alloc_lines.append(f"{run_max} = np.empty({nx}, {_np_type(dtype)})")
+        self.alloc_lines.append(f"{run_den} = np.empty({nx}, {_np_type(dtype)})")
+        self.row_lines.append(f"for f in range({nx}):")
+        self.row_lines.append(f"    {run_max}[f] = {_extreme(dtype, 'max')}")
+        self.row_lines.append(f"    {run_den}[f] = {_literal(0, dtype)}")
+        what = "softmax-weighted sum" if out.reducer == "softmax_sum" else "log-sum-exp"
+        nest.pre[0].insert(0, f"# {out.name} = {what} over the row's edges (online softmax): {_describe(i, ins)}")
+        xt, _ = self.value(xi, x_index, nest, dtype)
+        if not _ATOM.match(xt):
+            name = self.fresh(f"lg{i}")
+            self.place(level, f"{name} = {xt}", nest)
+            xt = name
+        m_cell, d_cell = f"{run_max}[{x_flat.text}]", f"{run_den}[{x_flat.text}]"
+        scale, weight = self.fresh(f"sc{i}"), self.fresh(f"pw{i}")
+        lines = [f"if {xt} > {m_cell}:",
+                 f"    {scale} = np.exp({m_cell} - {xt})",
+                 f"    {d_cell} *= {scale}"]
+        if out.reducer == "softmax_sum":
+            # rescale this logit's slice of the accumulator: the output entries it weighs
+            inner, pad_text = [], "    "
+            for k in other_axes:
+                lines.append(f"{pad_text}for q{k} in range({shape[k]}):")
+                pad_text += "    "
+            terms = [(var[k], stride) if k in head_axes else (_Ix(f"q{k}", _EDGE), stride)
+                     for k, stride in zip(range(len(shape)), _strides(shape)) if k in var]
+            cell = f"{out.arg_name}[v, {_lin(terms).text}]"
+            lines.append(f"{pad_text}{cell} *= {scale}")
+            del inner
+        lines += [f"    {m_cell} = {xt}",
+                  f"{weight} = np.exp({xt} - {m_cell}) if {m_cell} > {_extreme(dtype, 'max')} "
+                  f"else {_literal(0, dtype)}",
+                  f"{d_cell} += {weight}"]
+        for line in lines:
+            self.place(level, line, nest)
+        if out.reducer == "softmax_sum":
+            vi = ins.args[1]
+            v_shape = self.prog.instrs[vi].shape
+            vt, vlevel = self.value(vi, _broadcast_index(multi, shape, v_shape), nest, dtype)
+            flat = _to_flat(multi, shape)
+            self.place(max(_EDGE + len(loops), vlevel, flat.level),
+                       f"{out.arg_name}[v, {flat.text}] += {weight} * {_paren(vt)}", nest)
+        self.softmax_final(out, lse, shape, x_shape, run_max, run_den)
+        return nest
+
+    def softmax_final(self, out: OutputSpec, lse: OutputSpec | None, shape, x_shape, run_max: str,
+                      run_den: str) -> None:
+        """After the edge loop: normalise by the denominator, write the log-sum-exp."""
+        lines = self.final_lines
+        lines.append("if end > start:")
+        nx = math.prod(x_shape)
+        lse_target = lse.arg_name if lse is not None else out.arg_name
+        lines.append(f"    for f in range({nx}):")
+        lines.append(f"        {lse_target}[v, f] = {run_max}[f] + np.log({run_den}[f])")
+        if out.reducer != "softmax_sum":
+            return
+        pad_text = "    "
+        names = []
+        for k, n in enumerate(shape):
+            names.append(f"i{k}" if n > 1 else "0")
+            if n > 1:
+                lines.append(f"{pad_text}for i{k} in range({n}):")
+                pad_text += "    "
+        flat = " + ".join(f"{nm} * {st}" if st != 1 else nm
+                          for nm, st in zip(names, _strides(shape)) if nm != "0") or "0"
+        pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
+        x_terms = [f"{names[k]} * {st}" if st != 1 else names[k]
+                   for k, st in zip(range(len(shape)), _strides(pad)) if pad[k] > 1]
+        x_flat = " + ".join(x_terms) or "0"
+        lines.append(f"{pad_text}{out.arg_name}[v, {flat}] /= {run_den}[{x_flat}]")
+
     # -- the whole module ------------------------------------------------------------------------
     def generate(self) -> NumbaSource:
         self.uses_prefetch = False
+        self.uses_dropout = False
         self.plan_arguments()
         self.analyze()
         prog = self.prog
@@ -871,6 +998,9 @@ class _Generator:
                 nests.append(self.body_elementwise(i))
         for shape, sinks in self.sink_groups():
             nests.append(self.body_sinks(shape, sinks))
+        self.final_lines: list[str] = []
+        for out, lse, i in self.softmax_sinks:
+            nests.append(self.body_softmax(out, lse, i))
 
         fingerprint = prog.fingerprint()
         entry = f"gdsl_{self.kernel.pattern}_{fingerprint}"
@@ -908,6 +1038,7 @@ class _Generator:
                 body.append(f"{ind2}deg = {_np_type(out.dtype)}(end - start)")
                 body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {out.arg_name}[v, {{f}}] / deg",
                                       ind2)
+        body += [ind1 + line for line in self.final_lines]
 
         header = [
             f"# Generated by gdsl ({CODEGEN_VERSION}): a fused {self.kernel.pattern} kernel for numba.",
@@ -930,6 +1061,8 @@ class _Generator:
         if self.uses_prefetch:
             imports.append("from gdsl.kernels.numba_intrinsics import prefetch, prefetch_write")
             prelude.append("    nnz = indices.shape[0]")
+        if self.uses_dropout:
+            imports.append("from gdsl.kernels.numba_intrinsics import dropout_keep")
         lines = header + imports + [
             "",
             "",

@@ -15,6 +15,10 @@ module with one ``@triton.jit`` function. Every kernel has the shape of docs/des
             <accumulate / store per-edge outputs>
         <reduce the accumulators over the edge axis, finalise (mean, max/min args), store>
 
+Softmax reductions (``mailbox_softmax_sum``, ``mailbox_logsumexp``) are online (FlashAttention
+style): per edge block the running max ``M`` and denominator ``S`` of the logits and the weighted
+sum are rescaled by ``exp(M_old - M_new)``, so one pass over the row's edges suffices.
+
 **Tiles.** Every value is a Triton tensor whose axis 0 is the edge axis (size ``BLOCK_E``, or 1
 for values that do not vary per edge) and whose axis 1 runs over the flat features of the output
 being computed (``BF_<g>`` lanes per program, one constexpr per output width ``g``; outputs wider
@@ -46,6 +50,14 @@ comparison, so the reduced value is one of the messages.
 - ``sum``; ``mean`` divides by the number of entries of the row; rows without entries get 0;
 - ``max`` / ``min``: the winning edge id per (row, feature) is written to an int64 output
   ``<name>@arg`` (ties: the smallest edge id; -1 for empty rows);
+- ``softmax_sum`` (``mailbox_softmax_sum(x, v)``, dst rows only): ``sum_e softmax(x)_e * v_e``
+  over the row's entries, the softmax taken per element of x's feature shape and broadcast
+  (numpy, right-aligned) against v's; every output lane keeps its own copy of the running
+  statistics of its logit. It also writes ``<name>@lse`` (x's feature shape, the output dtype):
+  the per-row log-sum-exp ``M + log S`` of the logits. Rows without entries get 0 in both;
+- ``logsumexp`` (``mailbox_logsumexp(x)``, dst rows only): ``log sum_e exp(x_e)`` (max-subtracted,
+  online as above), 0 for rows without entries; it writes only its main output (which is its own
+  ``@lse``);
 - per-edge outputs are written at row ``eids[j]`` of ``(num_edges, flat)`` arrays.
 
 The source takes launch-time constexprs (``ROWS``, ``BLOCK_E``, ``BF_<g>``, ``RB_<n>``); the
@@ -72,7 +84,9 @@ CODEGEN_VERSION = "triton-1"
 
 _PROG, _ROW, _EDGE = 0, 1, 2  # placement levels; inner reduction loops are 3, 4, ...
 
-_REDUCERS = {"mailbox_sum": "sum", "mailbox_mean": "mean", "mailbox_max": "max", "mailbox_min": "min"}
+_REDUCERS = {"mailbox_sum": "sum", "mailbox_mean": "mean", "mailbox_max": "max", "mailbox_min": "min",
+             "mailbox_softmax_sum": "softmax_sum", "mailbox_logsumexp": "logsumexp"}
+_SOFTMAX = ("softmax_sum", "logsumexp")  # online-softmax reducers (in-CSR rows only)
 _F16 = (torch.float16, torch.bfloat16)
 _COMPUTE = {torch.float16: torch.float32, torch.bfloat16: torch.float32, torch.float32: torch.float32,
             torch.float64: torch.float64, torch.int32: torch.int32, torch.int64: torch.int64,
@@ -331,9 +345,11 @@ class _Generator:
             _compute(ins.dtype, ins.where)
             if ins.op not in OPS:
                 raise CompileError(f"internal: unknown IR op {ins.op!r}", where=ins.where)
-            if ins.op == "mailbox_softmax":
-                raise CompileError("mailbox softmax (attention) kernels are not supported by the "
-                                   "Triton backend yet", where=ins.where)
+            if ins.op == "mailbox_softmax":  # fusion hands over softmax_sum / logsumexp instead
+                raise CompileError("a bare mailbox softmax (per-edge attention weights) cannot be "
+                                   "computed in one Triton kernel: only softmax-weighted sums "
+                                   "(mailbox_softmax_sum) and logsumexp are; use gdsl.edge_softmax",
+                                   where=ins.where)
             if ins.op == "in_degree" and self.rows != "dst":
                 raise CompileError("in_degree inside a kernel over out-CSR rows is not supported",
                                    where=ins.where)
@@ -577,7 +593,9 @@ class _Generator:
         self.inputs, self.input_of = plan_inputs(self.kernel, self.fresh)
 
         self.outputs: list[OutputSpec] = []
-        self.sinks: list[tuple[OutputSpec, OutputSpec | None, int]] = []  # (out, arg, value)
+        # (out, extra output (max/min @arg, softmax_sum @lse), value): the reduced (or stored)
+        # value, except for softmax reducers: the reduction instruction itself
+        self.sinks: list[tuple[OutputSpec, OutputSpec | None, int]] = []
         for name, i in self.prog.outputs:
             ins = self.prog.instrs[i]
             space, _, fieldname = name.partition(":")
@@ -589,7 +607,10 @@ class _Generator:
                     raise CompileError(f"internal: a reduction into {ins.space!r} in a kernel over "
                                        f"{self.rows!r} rows", where=ins.where)
                 reducer = _REDUCERS[ins.op]
-                shape = self.prog.instrs[ins.args[0]].shape
+                if reducer in _SOFTMAX and self.rows != "dst":
+                    raise CompileError(f"internal: a {ins.op} reduction in a kernel over out-CSR rows",
+                                       where=ins.where)
+                shape = ins.shape if reducer in _SOFTMAX else self.prog.instrs[ins.args[0]].shape
             elif space == "edge":
                 if ins.op in _REDUCERS:
                     raise CompileError(f"internal: edge output {name!r} is a reduction", where=ins.where)
@@ -604,7 +625,13 @@ class _Generator:
                 arg = OutputSpec(name + "@arg", space, torch.int64, out.size, out.shape, reducer,
                                  self.fresh(f"arg_{_sanitize(fieldname)}"))
                 self.outputs.append(arg)
-            self.sinks.append((out, arg, ins.args[0] if space == self.rows else i))
+            elif reducer == "softmax_sum":
+                lse_shape = tuple(self.prog.instrs[ins.args[0]].shape)
+                arg = OutputSpec(name + "@lse", space, ins.dtype, math.prod(lse_shape), lse_shape, reducer,
+                                 self.fresh(f"lse_{_sanitize(fieldname)}"))
+                self.outputs.append(arg)
+            value = i if reducer in _SOFTMAX or space != self.rows else ins.args[0]
+            self.sinks.append((out, arg, value))
 
     # -- rows of the three spaces ----------------------------------------------------------------
     def row_of(self, space: str) -> tuple[str, frozenset, frozenset] | None:
@@ -653,6 +680,8 @@ class _Generator:
         if op == "edge_id":
             self.uses_e = True
             return _Val("e", frozenset({_EDGE}), frozenset({0}), torch.int64)
+        if op == "dropout_mask":
+            return self.dropout(i, ins, ix)
         if op == "in_degree":
             self.uses_deg = True
             deg = _Val("deg", frozenset({_ROW}), frozenset(), torch.int64)
@@ -667,6 +696,27 @@ class _Generator:
         if op == "outer":
             return self.outer(i, ins, ix)
         raise CompileError(f"the Triton backend cannot compute {op!r} inside a kernel", where=ins.where)
+
+    def dropout(self, i: int, ins, ix: _Ix) -> _Val:
+        """``1 / (1 - p)`` or 0 per element: its keep bit hashed from (seed, stream, edge id, flat
+        index) exactly as gdsl.kernels.random does, so the backward regenerates the mask."""
+        from ...kernels.random import MASK32, STREAM, threshold
+        self.uses_e = True
+        self.helpers.add("_mix")
+        seed = self.value(ins.args[0], _ZERO)
+        edge = _Val("e", frozenset({_EDGE}), frozenset({0}), torch.int64)
+        dims = frozenset({0}) | ix.dims
+        rank = max(dims) + 1
+        index = str(ix.const) if ix.const is not None else _lift(ix.text, ix.rank, rank)
+        counter = f"(({self.text(edge, torch.int64, rank)} * {math.prod(ins.shape)} + {index}) & {MASK32})"
+        stream = f"_mix(({self.text(seed, torch.int64, 0)} + {ins.attr('stream') * STREAM}) & {MASK32})"
+        p = ins.attr("p")
+        scale = self.literal(0.0 if p >= 1.0 else 1.0 / (1.0 - p), ins.dtype)
+        text = f"tl.where(_mix({counter} ^ {stream}) >= {threshold(p)}, {scale}, {self.literal(0.0, ins.dtype)})"
+        deps = frozenset({_EDGE}) | ix.deps | seed.deps
+        for name in ix.masks:
+            deps |= self.mask_info[name][0]
+        return self.bind(i, text, deps, dims, ins.dtype)
 
     def load(self, i: int, ins, ix: _Ix) -> _Val:
         space = ins.op[len("load_"):]
@@ -976,6 +1026,7 @@ class _Generator:
         for sink in self.sinks:
             groups.setdefault(sink[0].size, []).append(sink)
         accs: dict[tuple, tuple] = {}
+        self.softmax_stats: dict[tuple, tuple] = {}
         for size, sinks in groups.items():
             g = len(self.tiles)
             bf = self.fresh(f"BF_{g}")
@@ -993,7 +1044,7 @@ class _Generator:
             mname = self.mask(["em", fm])[0]
             for out, arg, vi in sinks:
                 msg = self.prog.instrs[vi]
-                val = self.value(vi, fix if out.size > 1 else _ZERO)
+                val = None if out.reducer in _SOFTMAX else self.value(vi, fix if out.size > 1 else _ZERO)
                 if out.space == "edge":
                     self.uses_e = True
                     self.emit(_EDGE, f"# {out.name} = %{vi}")
@@ -1002,6 +1053,9 @@ class _Generator:
                                      f"mask={mname})")
                     continue
                 reducer = out.reducer
+                if reducer in _SOFTMAX:
+                    self.softmax_sink(out, arg, vi, size, fix, f, f1, fm, fm1, bf, mname)
+                    continue
                 kind = "sum" if reducer in ("sum", "mean") else reducer
                 acc_dtype = msg.dtype
                 c = _compute(acc_dtype)
@@ -1058,6 +1112,72 @@ class _Generator:
                 self.finish.append(f"tl.store({out.arg_name} + (v * {size} + {f1}), {store}, mask={fm1})")
                 if arg is not None:
                     self.finish.append(f"tl.store({arg.arg_name} + (v * {size} + {f1}), {red_arg}, mask={fm1})")
+
+    def softmax_sink(self, out: OutputSpec, lse: OutputSpec | None, i: int, size: int, fix: _Ix, f: str,
+                     f1: str, fm: str, fm1: str, bf: str, mname: str) -> None:
+        """An online-softmax reduction (``softmax_sum`` or ``logsumexp``, instruction ``i``) into
+        the ``size``-wide output ``out``: per output lane, the running max ``M`` and denominator
+        ``S`` of the lane's logit (shared by the reductions of the same logits in this tile) and,
+        for softmax_sum, the rescaled running sum of ``p * v``."""
+        ins = self.prog.instrs[i]
+        xi = ins.args[0]
+        x = self.prog.instrs[xi]
+        dtype = ins.dtype
+        c = _compute(dtype, ins.where)
+        if not c.is_floating_point:
+            raise CompileError(f"internal: {ins.op} of dtype {dtype}", where=ins.where)
+        ctl = _TL[c]
+        zero, one = self.literal(0, dtype), self.literal(1, dtype)
+        ninf = 'float("-inf")'
+        xix = self.broadcast_index(fix, tuple(ins.shape), tuple(x.shape))
+        what = f"%{xi}" + (f", %{ins.args[1]}" if len(ins.args) > 1 else "")
+        self.emit(_EDGE, f"# {out.name} = {ins.op} {what} (online softmax)")
+        key = (xi, size, xix.key())
+        if key not in self.softmax_stats:
+            xval = self.value(xi, xix)
+            n = len(self.softmax_stats)
+            run_max, denom, logit, new_max, safe, scale, p = (self.fresh(f"{b}{n}") for b in (
+                "smax", "sden", "slogit", "smax_new", "smax_safe", "sscale", "sp"))
+            self.acc_init.append(f"{run_max} = tl.full([{bf}], {ninf}, {ctl})")
+            self.acc_init.append(f"{denom} = tl.zeros([{bf}], {ctl})")
+            self.emit(_EDGE, f"{logit} = tl.where({mname}, {self.text(xval, dtype, 2)}, {ninf})")
+            self.emit(_EDGE, f"{new_max} = tl.maximum({run_max}, tl.max({logit}, axis=0))")
+            # no -inf - -inf: while the lane has seen no finite logit, scale and p are 0
+            self.emit(_EDGE, f"{safe} = tl.where({new_max} == {ninf}, {zero}, {new_max})")
+            self.emit(_EDGE, f"{scale} = tl.exp({run_max} - {safe})")
+            self.emit(_EDGE, f"{p} = tl.exp({logit} - {safe}[None, :])")
+            self.emit(_EDGE, f"{denom} = {denom} * {scale} + tl.sum({p}, axis=0)")
+            self.emit(_EDGE, f"{run_max} = {new_max}")
+            positive = self.fresh(f"spos{n}")
+            lse_name = self.fresh(f"slse{n}")
+            self.finish.append(f"{positive} = {denom} > 0")
+            self.finish.append(f"{lse_name} = tl.where({positive}, {run_max} + "
+                               f"tl.log(tl.where({positive}, {denom}, {one})), {zero})")
+            self.softmax_stats[key] = (scale, p, denom, positive, lse_name)
+        scale, p, denom, positive, lse_name = self.softmax_stats[key]
+        if ins.op == "mailbox_logsumexp":
+            result = _Val(lse_name, frozenset({_ROW}), frozenset({0}), dtype)
+        else:
+            vi = ins.args[1]
+            vval = self.value(vi, self.broadcast_index(fix, tuple(ins.shape), tuple(self.prog.instrs[vi].shape)))
+            acc = self.fresh(f"sacc{self.counter}")
+            self.counter += 1
+            self.acc_init.append(f"{acc} = tl.zeros([{bf}], {ctl})")
+            weighted = f"{p} * {_paren(self.text(vval, dtype, 2))}"
+            self.emit(_EDGE, f"{acc} = {acc} * {scale} + tl.sum(tl.where({mname}, {weighted}, {zero}), axis=0)")
+            self.finish.append(f"{acc} = {acc} / tl.where({positive}, {denom}, {one})")
+            result = _Val(acc, frozenset({_ROW}), frozenset({0}), dtype)
+        self.finish.append(f"tl.store({out.arg_name} + (v * {size} + {f1}), "
+                           f"{self.store_text(result, out.dtype, 1)}, mask={fm1})")
+        if lse is not None:  # lanes sharing a logit write the same value to the same place
+            stats = _Val(lse_name, frozenset({_ROW}), frozenset({0}), dtype)
+            if xix.const is not None:
+                self.finish.append(f"tl.store({lse.arg_name} + (v * {lse.size} + {f1} * 0 + {xix.const}), "
+                                   f"{self.store_text(stats, lse.dtype, 1)}, mask={fm1})")
+            else:
+                where = _lift(xix.text, xix.rank, 2)
+                self.finish.append(f"tl.store({lse.arg_name} + (v * {lse.size} + {where}), "
+                                   f"{self.store_text(stats, lse.dtype, 1)}[None, :], mask={fm})")
 
     def store_text(self, val: _Val, dtype: torch.dtype, rank: int) -> str:
         text = self.text(val, dtype, rank)
@@ -1170,6 +1290,15 @@ class _Generator:
                       "    t = tl.exp(-2.0 * tl.abs(x))",
                       "    y = (1.0 - t) / (1.0 + t)",
                       "    return tl.where(x < 0, -y, y)", ""]
+        if "_mix" in self.helpers:
+            lines += ["", "@triton.jit", "def _mix(x):",
+                      "    # 32-bit hash in int64 (gdsl.kernels.random): the dropout keep bits",
+                      "    x = (x * 1640531527) & 4294967295",
+                      "    x = x ^ (x >> 16)",
+                      "    x = (x * 2146121005) & 4294967295",
+                      "    x = x ^ (x >> 15)",
+                      "    x = (x * 739982445) & 4294967295",
+                      "    return x ^ (x >> 16)", ""]
         if "_pow" in self.helpers:
             lines += ["", "@triton.jit", "def _pow(x, y):",
                       "    # x ** y with torch's conventions for negative bases and zero exponents",
