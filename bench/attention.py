@@ -13,6 +13,9 @@ Implementations (same parameters: W (in, H*D), attn_l / attn_r (1, H, D), bias (
   compiles to one fused forward kernel (online softmax) and a fused backward.
 - ``gdsl-unfused``: DGL's sequence in gdsl: ``apply_edges(u_add_v)``, ``leaky_relu``,
   ``gdsl.edge_softmax``, ``update_all(u_mul_e, sum)``.
+  For H * D >= 256 both gdsl layers compute the attention scores as ``x @ (W @ A)`` with ``A`` the
+  block-diagonal (H*D, 2H) matrix of ``attn_l`` / ``attn_r`` (equal to ``(feat * attn).sum(-1)``,
+  without the two N x H x D products); everything else is the same layer as PyG's.
 - ``pyg``: ``torch_geometric.nn.GATConv(in, D, heads=H, add_self_loops=False, concat=True)``,
   which materialises E x H x D messages.
 
@@ -72,6 +75,9 @@ def make_params(in_dim: int, heads: int, dim: int, seed: int = 2) -> dict[str, t
             "bias": torch.randn(heads * dim, generator=gen) * 0.1}
 
 
+FOLD_SCORES_FROM = 256  # H * D from which the gdsl layers compute scores as x @ (W @ A)
+
+
 def _gdsl_layer(impl, src, dst, num_nodes, heads, dim, params):
     import gdsl
     import gdsl.function as fn
@@ -79,10 +85,22 @@ def _gdsl_layer(impl, src, dst, num_nodes, heads, dim, params):
     g.create_formats_()
     p = {k: v.clone().requires_grad_() for k, v in params.items()}
 
+    eye = torch.eye(heads).view(heads, 1, heads)
+
     def forward(x):
         feat = (x @ p["W"]).view(-1, heads, dim)
-        el = (feat * p["attn_l"]).sum(-1, keepdim=True)  # (N, H, 1)
-        er = (feat * p["attn_r"]).sum(-1, keepdim=True)
+        # el = (feat * attn_l).sum(-1) = x @ (W @ A_l) with A_l block-diagonal (H*D, H): the scores
+        # come from an (in x 2H) product instead of two N x H x D products (and their backward).
+        # Worth it for wide layers only: for narrow ones the two extra skinny matmuls (and their
+        # backward) cost more than the small products.
+        if heads * dim >= FOLD_SCORES_FROM:
+            blocks = [(p[k].view(heads, dim, 1) * eye).reshape(heads * dim, heads) for k in ("attn_l", "attn_r")]
+            scores = x @ (p["W"] @ torch.cat(blocks, 1))
+            el = scores[:, :heads].unsqueeze(-1)  # (N, H, 1)
+            er = scores[:, heads:].unsqueeze(-1)
+        else:
+            el = (feat * p["attn_l"]).sum(-1, keepdim=True)
+            er = (feat * p["attn_r"]).sum(-1, keepdim=True)
         with g.local_scope():
             g.srcdata.update({"ft": feat, "el": el})
             g.dstdata["er"] = er

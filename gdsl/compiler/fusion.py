@@ -14,6 +14,7 @@ code generators only ever see loads, per-edge math and reductions.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..errors import CompileError
@@ -108,9 +109,54 @@ def _field_name(ins: Instr, index: int) -> tuple[str, tuple]:
     return f"${index}", (("field", f"${index}"),)
 
 
+def _loads_behind(program: Program, stage: list[str], value: int) -> int:
+    """Flat width of the per-edge-varying loads the kernel reads to compute ``value``."""
+    seen, stack, width = set(), [value], 0
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        ins = program.instrs[i]
+        if stage[i] != "kernel" or ins.op.startswith("load_"):
+            if ins.space != "param":
+                width += math.prod(ins.shape)
+            continue
+        stack.extend(ins.args)
+    return width
+
+
+def _share_per_edge_values(program: Program, stage: list[str], groups: dict) -> tuple[list[str], frozenset]:
+    """Kernel order, and the per-edge values the first kernel stores for the second.
+
+    A backward step reduces some per-edge values both into source rows (over the out-CSR) and into
+    destination rows (over the in-CSR), e.g. the gradient of an attention logit reaches both ends
+    of the edge. Recomputing such a value in the second kernel re-reads every wide input it needs
+    (features of both endpoints); when the value is much narrower than those inputs, the first
+    kernel (the one with the wider outputs) also writes it per edge and the second only reads it."""
+    order = sorted(groups)
+    if len(order) != 2:
+        return order, frozenset()
+    args = {rows: {program.instrs[i].args[0] for _, i in outs if _is_reduction(program.instrs[i])
+                   and len(program.instrs[i].args) == 1} for rows, outs in groups.items()}
+    shared = {v for v in args[order[0]] & args[order[1]]
+              if stage[v] == "kernel" and program.instrs[v].space == "edge"
+              and not program.instrs[v].op.startswith("load_")
+              and 4 * math.prod(program.instrs[v].shape) <= _loads_behind(program, stage, v)}
+    if not shared:
+        return order, frozenset()
+
+    def width(rows):
+        return sum(math.prod(program.instrs[i].shape) for _, i in groups[rows])
+    order.sort(key=width, reverse=True)  # the kernel with the wider outputs computes the values
+    groups[order[0]].extend((f"edge:${v}", v) for v in sorted(shared))
+    return order, frozenset(shared)
+
+
 def _build_kernel(program: Program, stage: list[str], rows: str,
-                  outputs: list[tuple[str, int]]) -> KernelPlan:
-    """A kernel computing ``outputs`` (names, program indices) with everything they need."""
+                  outputs: list[tuple[str, int]], stored: frozenset = frozenset()) -> KernelPlan:
+    """A kernel computing ``outputs`` (names, program indices) with everything they need; the
+    per-edge values in ``stored`` were written by an earlier kernel and are loaded."""
     builder = Builder()
     index: dict[int, int] = {}
 
@@ -120,6 +166,9 @@ def _build_kernel(program: Program, stage: list[str], rows: str,
         src = program.instrs[a]
         if src.op == "const":
             builder.instrs.append(src)
+        elif a in stored:
+            builder.instrs.append(Instr("load_edge", (), (("field", f"${a}"),), src.dtype, src.shape,
+                                        "edge", src.where))
         elif stage[a] != "kernel" or src.op.startswith("load_"):
             name, attrs = _field_name(src, a)
             op = "load_param" if src.op == "load_param" else f"load_{src.space}"
@@ -176,7 +225,9 @@ def plan(program: Program) -> StepPlan:
     if edge_outputs:
         target = "dst" if "dst" in groups or not groups else next(iter(groups))
         groups.setdefault(target, []).extend(edge_outputs)
-    kernels = tuple(_build_kernel(program, stage, rows, outs) for rows, outs in sorted(groups.items()))
+    order, stored = _share_per_edge_values(program, stage, groups)
+    kernels = tuple(_build_kernel(program, stage, rows, groups[rows], stored if k else frozenset())
+                    for k, rows in enumerate(order))
 
     # -- epilogue --------------------------------------------------------------------------------
     epi = Builder()
