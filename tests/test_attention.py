@@ -475,3 +475,30 @@ def test_gradients_reach_captured_weights_and_attention_vectors(backend, case):
     torch.testing.assert_close(g2, g1)
     for a, b, name in zip(w2, w1, ("W", "attn_l", "attn_r")):
         torch.testing.assert_close(a, b, msg=name)
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_rows_whose_logits_are_all_minus_infinity_follow_torch(backend):
+    # node 1: all in-edges masked (-inf): NaN output as torch.softmax gives, log-sum-exp 0;
+    # node 2: one masked edge among finite ones gets weight 0; node 0: no in-edges, zeros.
+    g = gdsl.graph(([0, 2, 0, 1, 3], [1, 1, 2, 2, 2]), num_nodes=4)
+    inf = float("inf")
+    score = torch.tensor([[-inf], [-inf], [0.5], [-inf], [1.5]], dtype=F64)
+
+    def message(edges):
+        return {"m": edges.src["h"], "e": edges.data["s"]}
+
+    def reduce(nodes):
+        alpha = torch.softmax(nodes.mailbox["e"], 1)
+        return {"o": (alpha * nodes.mailbox["m"]).sum(1), "l": torch.logsumexp(nodes.mailbox["e"], 1)}
+
+    outs = {}
+    for name in ("reference", backend):
+        with gdsl.use_backend(name), g.local_scope():
+            g.ndata["h"] = torch.arange(8, dtype=F64).reshape(4, 2)
+            g.edata["s"] = score
+            g.update_all(message, reduce)
+            outs[name] = (g.ndata["o"], g.ndata["l"])
+    torch.testing.assert_close(outs[backend][0], outs["reference"][0], equal_nan=True)
+    torch.testing.assert_close(outs[backend][1], outs["reference"][1], equal_nan=True)
+    assert torch.isnan(outs[backend][0][1]).all() and not torch.isnan(outs[backend][0][[0, 2, 3]]).any()

@@ -948,6 +948,7 @@ class _Generator:
         nx = math.prod(x_shape)
         lse_target = lse.arg_name if lse is not None else out.arg_name
         lines.append(f"    for f in range({nx}):")
+        # (a row whose logits are all -inf: -inf, and a NaN output from 0 / 0, as torch gives)
         lines.append(f"        {lse_target}[v, f] = {run_max}[f] + np.log({run_den}[f])")
         if out.reducer != "softmax_sum":
             return

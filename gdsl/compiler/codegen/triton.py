@@ -1151,7 +1151,9 @@ class _Generator:
             positive = self.fresh(f"spos{n}")
             lse_name = self.fresh(f"slse{n}")
             self.finish.append(f"{positive} = {denom} > 0")
-            self.finish.append(f"{lse_name} = tl.where({positive}, {run_max} + "
+            # rows with edges: M + log S (all logits -inf: -inf, as torch.logsumexp); others 0
+            self.uses_deg = True
+            self.finish.append(f"{lse_name} = tl.where(deg > 0, {run_max} + "
                                f"tl.log(tl.where({positive}, {denom}, {one})), {zero})")
             self.softmax_stats[key] = (scale, p, denom, positive, lse_name)
         scale, p, denom, positive, lse_name = self.softmax_stats[key]
@@ -1165,7 +1167,9 @@ class _Generator:
             self.acc_init.append(f"{acc} = tl.zeros([{bf}], {ctl})")
             weighted = f"{p} * {_paren(self.text(vval, dtype, 2))}"
             self.emit(_EDGE, f"{acc} = {acc} * {scale} + tl.sum(tl.where({mname}, {weighted}, {zero}), axis=0)")
-            self.finish.append(f"{acc} = {acc} / tl.where({positive}, {denom}, {one})")
+            # rows with edges divide (all logits -inf: 0 / 0 = NaN, as torch.softmax); others stay 0
+            self.uses_deg = True
+            self.finish.append(f"{acc} = {acc} / tl.where(deg > 0, {denom}, {one})")
             result = _Val(acc, frozenset({_ROW}), frozenset({0}), dtype)
         self.finish.append(f"tl.store({out.arg_name} + (v * {size} + {f1}), "
                            f"{self.store_text(result, out.dtype, 1)}, mask={fm1})")
