@@ -38,6 +38,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -48,7 +49,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import (LargestTensor, RssSampler, machine, set_threads, time_it,  # noqa: E402
                           uniform_graph)
 
-IMPLS = ("gdsl-fused", "gdsl-unfused", "pyg")
+IMPLS = ("gdsl-fused", "gdsl-unfused", "pyg", "dgl")
+# DGL runs in its own venv (../shared/peers/dgl-venv.sh builds it); gdsl never imports DGL.
+DGL_PYTHON = os.environ.get("GDSL_BENCH_DGL_PYTHON", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), ".venv-dgl", "bin", "python"))
 GRAPHS = {"small": (5_000, 50_000), "100k": (100_000, 1_000_000), "200k": (200_000, 5_000_000)}
 CHECK_GRAPH = (2_000, 20_000)
 NEGATIVE_SLOPE = 0.2
@@ -144,9 +148,35 @@ def _pyg_layer(src, dst, num_nodes, heads, dim, params):
     return forward, list(conv.parameters()), grads
 
 
+def _dgl_layer(src, dst, num_nodes, heads, dim, params):
+    """DGL's own GATConv (built-ins + edge_softmax: several kernels, E x H intermediates)."""
+    os.environ.setdefault("DGLBACKEND", "pytorch")
+    import dgl
+    from dgl.nn import GATConv
+    g = dgl.graph((src, dst), num_nodes=num_nodes)
+    g.create_formats_()
+    in_dim = params["W"].shape[0]
+    conv = GATConv(in_dim, dim, heads, negative_slope=NEGATIVE_SLOPE, allow_zero_in_degree=True, bias=True)
+    with torch.no_grad():
+        conv.fc.weight.copy_(params["W"].t())
+        conv.attn_l.copy_(params["attn_l"])
+        conv.attn_r.copy_(params["attn_r"])
+        conv.bias.copy_(params["bias"])
+
+    def forward(x):
+        return conv(g, x).reshape(-1, heads * dim)
+
+    def grads():
+        return {"W": conv.fc.weight.grad.t(), "attn_l": conv.attn_l.grad, "attn_r": conv.attn_r.grad,
+                "bias": conv.bias.grad}
+    return forward, list(conv.parameters()), grads
+
+
 def make_layer(impl, src, dst, num_nodes, heads, dim, params):
     if impl == "pyg":
         return _pyg_layer(src, dst, num_nodes, heads, dim, params)
+    if impl == "dgl":
+        return _dgl_layer(src, dst, num_nodes, heads, dim, params)
     return _gdsl_layer(impl, src, dst, num_nodes, heads, dim, params)
 
 
@@ -171,7 +201,7 @@ def estimate_bytes(impl: str, nodes: int, edges: int, in_dim: int, heads: int, d
         # grads, int64 index copies. On N=5000/E=50000, H=8, D=64 PyG measured ~3.9 x E*H*D*4 bytes
         # of peak growth (400 MB), this estimate says 598 MB: conservative by ~1.5x.
         return base + 5 * edges * heads * dim * f + 16 * edges * heads * f + 4 * edges * 8
-    if impl == "gdsl-unfused":
+    if impl in ("gdsl-unfused", "dgl"):
         return base + 12 * edges * heads * f
     return base + 2 * edges * heads * f
 
@@ -236,7 +266,8 @@ def _graphs(spec: str) -> list[tuple[str, int, int]]:
 
 
 def _row_cmd(args, impl, nodes, edges, heads, dim):
-    return [sys.executable, os.path.abspath(__file__), "--impl", impl, "--nodes", str(nodes), "--edges", str(edges),
+    python = DGL_PYTHON if impl == "dgl" else sys.executable
+    return [python, os.path.abspath(__file__), "--impl", impl, "--nodes", str(nodes), "--edges", str(edges),
             "--heads", str(heads), "--dim", str(dim), "--in-dim", str(args.in_dim), "--threads", str(args.threads),
             "--repeats", str(args.repeats)]
 
@@ -310,6 +341,17 @@ def drive(args) -> None:
 # ---------------------------------------------------------------------------------------------
 # --check: the three implementations agree (forward, and gradients) on a small graph
 # ---------------------------------------------------------------------------------------------
+def _check_results(impl, nodes, edges, in_dim, heads, dim) -> dict:
+    """Forward output and every gradient of one implementation on the check graph."""
+    src, dst, x0, out_weight = _inputs(nodes, edges, in_dim, heads, dim)
+    params = make_params(in_dim, heads, dim)
+    forward, _, grads = make_layer(impl, src, dst, nodes, heads, dim, params)
+    x = x0.clone().requires_grad_()
+    out = forward(x)
+    (out * out_weight).sum().backward()
+    return {"out": out.detach(), "x": x.grad, **{k: v.detach() for k, v in grads().items()}}
+
+
 def check(args) -> None:
     set_threads(args.threads)
     nodes, edges = CHECK_GRAPH
@@ -318,17 +360,18 @@ def check(args) -> None:
     failures = []
     for heads in heads_list:
         for dim in dims:
-            src, dst, x0, out_weight = _inputs(nodes, edges, args.in_dim, heads, dim)
-            params = make_params(args.in_dim, heads, dim)
-            results = {}
-            for impl in IMPLS:
-                forward, _, grads = make_layer(impl, src, dst, nodes, heads, dim, params)
-                x = x0.clone().requires_grad_()
-                out = forward(x)
-                (out * out_weight).sum().backward()
-                results[impl] = {"out": out.detach(), "x": x.grad, **grads()}
+            results = {impl: _check_results(impl, nodes, edges, args.in_dim, heads, dim)
+                       for impl in ("gdsl-fused", "gdsl-unfused", "pyg")}
+            compared = ["gdsl-fused", "gdsl-unfused"]
+            if os.path.exists(DGL_PYTHON):  # DGL runs in its venv; its results come back in a file
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = os.path.join(tmp, "dgl.pt")
+                    subprocess.run([DGL_PYTHON, os.path.abspath(__file__), "--dump-dgl", path, "--heads",
+                                    str(heads), "--dim", str(dim), "--in-dim", str(args.in_dim)], check=True)
+                    results["dgl"] = torch.load(path)
+                compared.append("dgl")
             ref = results["pyg"]
-            for impl in ("gdsl-fused", "gdsl-unfused"):
+            for impl in compared:
                 for key in ("out", "x", "W", "attn_l", "attn_r", "bias"):
                     a, b = results[impl][key], ref[key]
                     err = (a - b).abs().max().item()
@@ -342,7 +385,7 @@ def check(args) -> None:
     if failures:
         print("CHECK FAILED:\n  " + "\n  ".join(failures), file=sys.stderr, flush=True)
         raise SystemExit(1)
-    print(f"check passed: gdsl-fused, gdsl-unfused and pyg agree (forward and gradients) on "
+    print(f"check passed: gdsl-fused, gdsl-unfused{', dgl' if os.path.exists(DGL_PYTHON) else ''} and pyg agree (forward and gradients) on "
           f"N={nodes}, E={edges}, in={args.in_dim}, H in {heads_list}, D in {dims}", flush=True)
 
 
@@ -351,6 +394,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__,
                                      allow_abbrev=False)
     parser.add_argument("--check", action="store_true", help="numerical agreement on N=2000, E=20000; exit 1 if not")
+    parser.add_argument("--dump-dgl", metavar="PATH", help="(in the DGL venv) save DGL's check results to PATH")
     parser.add_argument("--graphs", default="100k,200k",
                         help=f"comma-separated: {', '.join(f'{k} ({n}:{e})' for k, (n, e) in GRAPHS.items())} "
                              f"or nodes:edges (default 100k,200k)")
@@ -383,6 +427,9 @@ def main() -> None:
                 print(json.dumps({"oom": True, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}), flush=True)
                 return
             raise SystemExit(1)
+    elif args.dump_dgl:
+        nodes, edges = CHECK_GRAPH
+        torch.save(_check_results("dgl", nodes, edges, args.in_dim, int(args.heads_list), args.dim), args.dump_dgl)
     elif args.check:
         check(args)
     else:

@@ -41,7 +41,8 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-ATTENTION_IMPLS = [("gdsl-fused", "gdsl fused"), ("gdsl-unfused", "gdsl unfused"), ("pyg", "PyG GATConv")]
+ATTENTION_IMPLS = [("gdsl-fused", "gdsl fused"), ("gdsl-unfused", "gdsl unfused"), ("dgl", "DGL GATConv"),
+                   ("pyg", "PyG GATConv")]
 
 
 def _attention_cells(value: dict) -> tuple[str, str]:
@@ -67,7 +68,7 @@ def _attention_ratio(row: dict, num: str, den: str) -> str:
 
 def attention_tables(data: dict) -> str:
     """One table per graph: rows (H, D), time (ms) and peak memory growth (MB) per implementation,
-    then PyG / gdsl-fused and gdsl-unfused / gdsl-fused time ratios."""
+    then (DGL and) PyG / gdsl-fused and gdsl-unfused / gdsl-fused time ratios."""
     impls = [(k, name) for k, name in ATTENTION_IMPLS if any(k in row for row in data["rows"])]
     config = data.get("config", {})
     out = []
@@ -78,12 +79,14 @@ def attention_tables(data: dict) -> str:
         out.append(f"GAT layer fwd+bwd, {config.get('graph', 'uniform')} graph {name}: N={nodes:,} E={edges:,}, "
                    f"in={rows[0].get('in_dim', config.get('in_dim'))}; time ms (median of "
                    f"{config.get('repeats', '?')}), peak RSS growth MB\n")
+        with_dgl = any(k == "dgl" for k, _ in impls)
         head = ("| H | D | " + " | ".join(f"{n} ms | {n} MB" for _, n in impls) +
-                " | PyG / fused | unfused / fused |")
+                (" | DGL / fused" if with_dgl else "") + " | PyG / fused | unfused / fused |")
         lines = [head, "|" + "---|" * (head.count("|") - 1)]
         for row in rows:
             cells = " | ".join(" | ".join(_attention_cells(row.get(k, {}))) for k, _ in impls)
-            lines.append(f"| {row['heads']} | {row['dim']} | {cells} | {_attention_ratio(row, 'pyg', 'gdsl-fused')} | "
+            dgl = f" | {_attention_ratio(row, 'dgl', 'gdsl-fused')}" if with_dgl else ""
+            lines.append(f"| {row['heads']} | {row['dim']} | {cells}{dgl} | {_attention_ratio(row, 'pyg', 'gdsl-fused')} | "
                          f"{_attention_ratio(row, 'gdsl-unfused', 'gdsl-fused')} |")
         out.append("\n".join(lines))
         out.append("")
