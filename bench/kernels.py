@@ -2,6 +2,7 @@
 
     python bench/kernels.py                 # the full table (several minutes on 2 cores)
     python bench/kernels.py --quick         # one small graph
+    python bench/kernels.py --impls gdsl,torch_sparse,dgl --sizes 100000:1000000   # DGL side by side
     python bench/kernels.py --case copy_u_sum --impl gdsl --graph uniform --nodes 100000 \
         --edges 1000000 --dim 64 --backward   # one row, printed as JSON (what the driver runs)
 
@@ -22,7 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import RssSampler, machine, power_law_graph, time_it, uniform_graph  # noqa: E402
 
 CASES = ("copy_u_sum", "u_mul_e_sum", "u_dot_v")
-IMPLS = ("gdsl", "torch_sparse", "gather_index_add", "pyg")
+IMPLS = ("gdsl", "torch_sparse", "gather_index_add", "pyg", "dgl")
+# DGL runs in its own venv (../shared/peers/dgl-venv.sh builds it at .venv-dgl); gdsl never imports it.
+DGL_PYTHON = os.environ.get("GDSL_BENCH_DGL_PYTHON", os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), ".venv-dgl", "bin", "python"))
 
 
 def _inputs(args):
@@ -92,6 +96,26 @@ def _pyg_fn(args, src, dst, h, w):
     return lambda: conv(h, edge_index, weight)
 
 
+def _dgl_fn(args, src, dst, h, w):
+    os.environ.setdefault("DGLBACKEND", "pytorch")
+    import dgl
+    import dgl.function as dfn
+    g = dgl.graph((src, dst), num_nodes=args.nodes)
+    g.create_formats_()
+
+    def run():
+        with g.local_scope():
+            g.ndata["h"] = h
+            if args.case == "u_dot_v":
+                g.apply_edges(dfn.u_dot_v("h", "h", "s"))
+                return g.edata["s"]
+            g.edata["w"] = w
+            msg = dfn.copy_u("h", "m") if args.case == "copy_u_sum" else dfn.u_mul_e("h", "w", "m")
+            g.update_all(msg, dfn.sum("m", "out"))
+            return g.ndata["out"]
+    return run
+
+
 def run_one(args) -> dict:
     torch.set_num_threads(args.threads)
     src, dst, h, w = _inputs(args)
@@ -99,7 +123,7 @@ def run_one(args) -> dict:
         h.requires_grad_()
         w.requires_grad_()
     make = {"gdsl": _gdsl_fn, "torch_sparse": _torch_sparse_fn, "gather_index_add": _gather_fn,
-            "pyg": _pyg_fn}[args.impl]
+            "pyg": _pyg_fn, "dgl": _dgl_fn}[args.impl]
     fn = make(args, src, dst, h, w)
     if fn is None:
         return {"skipped": True}
@@ -137,6 +161,7 @@ def drive(args) -> None:
         dims = [int(d) for d in args.dims.split(",")]
     if args.graphs:
         graphs = args.graphs.split(",")
+    impls = args.impls.split(",") if args.impls else [i for i in IMPLS if i != "dgl" or os.path.exists(DGL_PYTHON)]
     rows = []
     print(f"# machine: {machine()}", flush=True)
     for graph in graphs:
@@ -146,8 +171,9 @@ def drive(args) -> None:
                     for backward in ([False] if case == "u_dot_v" else [False, True]):
                         line = {"graph": graph, "nodes": nodes, "edges": edges, "dim": dim, "case": case,
                                 "backward": backward}
-                        for impl in IMPLS:
-                            cmd = [sys.executable, __file__] + _row_args(case, impl, graph, nodes, edges, dim,
+                        for impl in impls:
+                            python = DGL_PYTHON if impl == "dgl" else sys.executable
+                            cmd = [python, __file__] + _row_args(case, impl, graph, nodes, edges, dim,
                                                                          backward, args.threads, args.repeats)
                             proc = subprocess.run(cmd, capture_output=True, text=True)
                             if proc.returncode != 0:
@@ -177,6 +203,8 @@ def main() -> None:
     parser.add_argument("--sizes", help="nodes:edges pairs, comma-separated (default: the full table)")
     parser.add_argument("--dims", help="feature sizes, comma-separated")
     parser.add_argument("--graphs", help="uniform,power_law")
+    parser.add_argument("--impls", help=f"implementations, comma-separated (default: {','.join(IMPLS)}; "
+                                         "dgl when .venv-dgl exists)")
     args = parser.parse_args()
     if args.case and args.impl:
         print(json.dumps(run_one(args)))

@@ -10,7 +10,7 @@ import json
 import sys
 
 IMPLS = [("gdsl", "gdsl numba"), ("torch_sparse", "torch.sparse CSR"), ("gather_index_add", "gather + index_add_"),
-         ("pyg", "PyG propagate")]
+         ("pyg", "PyG propagate"), ("dgl", "DGL 2.1")]
 
 
 def _cell(row: dict, impl: str) -> str:
@@ -28,16 +28,19 @@ def _ratio(row: dict, impl: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| graph | N / E | D | work | " + " | ".join(name for _, name in IMPLS) +
-            " | gdsl vs torch.sparse | gdsl vs gather | gdsl vs PyG |")
+    impls = [(k, n) for k, n in IMPLS if any(k in row for row in rows)]
+    ratios = [k for k in ("torch_sparse", "gather_index_add", "pyg", "dgl") if any(k in row for row in rows)]
+    names = {"torch_sparse": "torch.sparse", "gather_index_add": "gather", "pyg": "PyG", "dgl": "DGL"}
+    head = ("| graph | N / E | D | work | " + " | ".join(name for _, name in impls) + " | " +
+            " | ".join(f"gdsl vs {names[k]}" for k in ratios) + " |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
         work = row["case"].replace("_", " ").replace("copy u sum", "copy_u+sum").replace(
             "u mul e sum", "u_mul_e+sum").replace("u dot v", "u_dot_v") + (" fwd+bwd" if row["backward"] else " fwd")
         size = f"{row['nodes'] // 1000}k / {row['edges'] / 1e6:g}M"
-        cells = " | ".join(_cell(row, impl) for impl, _ in IMPLS)
+        cells = " | ".join(_cell(row, impl) for impl, _ in impls)
         lines.append(f"| {row['graph']} | {size} | {row['dim']} | {work} | {cells} | "
-                     f"{_ratio(row, 'torch_sparse')} | {_ratio(row, 'gather_index_add')} | {_ratio(row, 'pyg')} |")
+                     + " | ".join(_ratio(row, k) for k in ratios) + " |")
     return "\n".join(lines)
 
 
