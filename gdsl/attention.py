@@ -64,9 +64,8 @@ def edge_softmax(graph, logits: torch.Tensor, eids: Any = ALL, norm_by: str = "d
     if logits.dim() == 0 or logits.shape[0] != rel.num_edges:
         raise FeatureError(f"edge_softmax: logits have {logits.shape[0] if logits.dim() else 0} rows for "
                            f"{rel.num_edges} edges")
-    if norm_by == "src":
-        rel.out_csr  # noqa: B018  (cache it on the graph's relation: the reversed one reuses it)
-        rel = rel.reversed()
+    if norm_by == "src":  # the reversed relation is kept with the graph's, its CSR and degrees too
+        rel = rel._cached("reversed", rel.reversed)
     return _normalised(rel, logits)
 
 

@@ -206,7 +206,8 @@ class CompiledStep:
         makes runs repeatable) when the step has dropout; the backward reuses the call's seed."""
         params = list(self.params)
         if self.traced.seed_param is not None:
-            params[self.traced.seed_param] = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64).to(device)
+            # drawn on the device itself: no host-to-device copy inside a layer's forward
+            params[self.traced.seed_param] = torch.randint(0, 2**31 - 1, (1,), dtype=torch.int64, device=device)
         return params
 
 

@@ -180,7 +180,8 @@ class Relation:
 
     def with_formats(self, allowed: Iterable[str]) -> "Relation":
         rel = Relation(self.src, self.dst, self.num_src, self.num_dst, allowed)
-        rel._cache = {k: v for k, v in self._cache.items() if k not in ("csr", "csc") or k in rel.allowed}
+        rel._cache = {k: v for k, v in self._cache.items()
+                      if (k not in ("csr", "csc") or k in rel.allowed) and not isinstance(v, Relation)}
         return rel
 
     def reversed(self) -> "Relation":

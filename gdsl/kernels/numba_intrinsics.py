@@ -60,21 +60,14 @@ def prefetch_write(typingctx, arr, row, col):
 # ------------------------------------------------------------------------------------------------
 from numba import njit  # noqa: E402
 
-from .random import GOLDEN, MASK32, MIX1, MIX2, STREAM  # noqa: E402
+from . import random as _random  # noqa: E402
+from .random import MASK32  # noqa: E402
 
-
-@njit(inline="always", cache=True)
-def _mix(x):
-    x = (x * GOLDEN) & MASK32
-    x = x ^ (x >> 16)
-    x = (x * MIX1) & MASK32
-    x = x ^ (x >> 15)
-    x = (x * MIX2) & MASK32
-    return x ^ (x >> 16)
+_mix = njit(inline="always", cache=True)(_random.mix)  # the same function torch's version runs
 
 
 @njit(inline="always", cache=True)
 def dropout_keep(seed, stream, eid, flat, width, threshold):
-    """Whether element ``flat`` of edge ``eid`` survives dropout (see gdsl.kernels.random)."""
+    """Whether element ``flat`` of edge ``eid`` survives dropout (gdsl.kernels.random.keep_bits)."""
     counter = (eid * width + flat) & MASK32
-    return _mix(counter ^ _mix((seed + stream * STREAM) & MASK32)) >= threshold
+    return _mix(counter ^ _mix((seed + stream * _random.STREAM) & MASK32)) >= threshold

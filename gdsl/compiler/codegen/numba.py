@@ -915,7 +915,7 @@ class _Generator:
                  f"    {d_cell} *= {scale}"]
         if out.reducer == "softmax_sum":
             # rescale this logit's slice of the accumulator: the output entries it weighs
-            inner, pad_text = [], "    "
+            pad_text = "    "
             for k in other_axes:
                 lines.append(f"{pad_text}for q{k} in range({shape[k]}):")
                 pad_text += "    "
@@ -923,7 +923,6 @@ class _Generator:
                      for k, stride in zip(range(len(shape)), _strides(shape)) if k in var]
             cell = f"{out.arg_name}[v, {_lin(terms).text}]"
             lines.append(f"{pad_text}{cell} *= {scale}")
-            del inner
         lines += [f"    {m_cell} = {xt}",
                   f"{weight} = np.exp({xt} - {m_cell}) if {m_cell} > {_extreme(dtype, 'max')} "
                   f"else {_literal(0, dtype)}",
