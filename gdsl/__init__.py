@@ -27,8 +27,13 @@ from .dsl import apply, message, reduce
 from .compiled import generated_files
 from .attention import edge_softmax
 from .kernels.cache import cache_dir
+from .readout import (broadcast_edges, broadcast_nodes, max_edges, max_nodes, mean_edges, mean_nodes,
+                      min_edges, min_nodes, readout_edges, readout_nodes, segment_reduce, sum_edges,
+                      sum_nodes)
+from . import nn
 
 DGLGraph = Graph  # DGL's class name, for isinstance checks in ported code
+DGLError = GdslError  # DGL's error class, for except clauses in ported code
 
 __version__ = "0.1.0"
 
@@ -39,5 +44,8 @@ __all__ = [
     "node_subgraph", "edge_subgraph", "use_backend", "available_backends", "current_backend",
     "register_backend", "GdslError", "GraphError", "FeatureError", "DeviceError", "BackendError",
     "CompileError", "function", "data", "message", "reduce", "apply",
-    "generated_files", "cache_dir", "edge_softmax",
+    "generated_files", "cache_dir", "edge_softmax", "nn", "DGLError",
+    "readout_nodes", "readout_edges", "sum_nodes", "mean_nodes", "max_nodes", "min_nodes",
+    "sum_edges", "mean_edges", "max_edges", "min_edges", "broadcast_nodes", "broadcast_edges",
+    "segment_reduce",
 ]

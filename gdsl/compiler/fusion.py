@@ -102,7 +102,7 @@ def _classify(program: Program) -> list[str]:
 
 
 def _field_name(ins: Instr, index: int) -> tuple[str, tuple]:
-    if ins.op == "load_param":
+    if ins.op == "load_param" and ins.attr("field") is None:  # a traced weight
         return f"#{ins.attr('index')}", ins.attrs
     if ins.op.startswith("load_"):
         return ins.attr("field"), ins.attrs
