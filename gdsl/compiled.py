@@ -11,7 +11,8 @@ import importlib.util
 import inspect
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Mapping
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 
@@ -25,6 +26,7 @@ from .dsl import UserFunction, options_of
 from .errors import BackendError, CompileError
 from .frame import RowView
 from .function import BuiltinFunction
+from .kernels.dump import dump_kernel
 from .relation import Relation
 
 COMPUTE_DTYPES = (torch.float32, torch.float64)
@@ -51,6 +53,7 @@ class CompiledKernel:
             self.runner = TritonKernel(self.source)
         else:
             raise BackendError(f"no code generator for backend {backend!r}")
+        dump_kernel(self.runner.file_key, self.source.source, f"{kernel.describe()}\n\n{kernel.program}\n")
 
     def run(self, rel: Relation, inputs: Mapping[str, torch.Tensor],
             params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -73,6 +76,29 @@ def compiled_kernel(kernel: KernelPlan, backend: str) -> CompiledKernel:
     if key not in _KERNELS:
         _KERNELS[key] = CompiledKernel(kernel, backend)
     return _KERNELS[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Recording the steps that run (gdsl.inspect on a model); empty, it costs one test per launch
+# ------------------------------------------------------------------------------------------------
+_RECORDERS: list[list] = []
+
+
+@contextmanager
+def record_steps() -> Iterator[list]:
+    """Inside the block, every compiled step launched is appended to the yielded list as
+    ``("forward" | "backward", CompiledStep, Relation)``."""
+    events: list = []
+    _RECORDERS.append(events)
+    try:
+        yield events
+    finally:  # by identity: nested recorders hold equal lists
+        _RECORDERS[:] = [r for r in _RECORDERS if r is not events]
+
+
+def _record(direction: str, step: "CompiledStep", rel: Relation) -> None:
+    for events in _RECORDERS:
+        events.append((direction, step, rel))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -195,7 +221,14 @@ class CompiledStep:
             self._backward = (plan(program), history)
         return self._backward[0]
 
+    def backward_history(self) -> list:
+        """``(pass name, program)`` after each pass of the backward program (for inspection)."""
+        self.backward_plan()
+        return self._backward[1]
+
     def run(self, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        if _RECORDERS:
+            _record("forward", self, rel)
         params = self.call_params(rel.device)
         return _run_plan(self.plan, rel, features, params, self.backend,
                          lambda kernel, inputs: _launch_forward(self, rel, inputs, params),
@@ -268,6 +301,8 @@ class _KernelFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         step: CompiledStep = ctx.step
+        if _RECORDERS:
+            _record("backward", step, ctx.rel)
         saved = ctx.saved_tensors
         n_inputs = len(ctx.names) + len(ctx.param_indices)
         extra_names = _extra_names(step.kernel)

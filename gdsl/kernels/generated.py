@@ -2,6 +2,7 @@
 and the lookup of a kernel's inputs by name."""
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Mapping
 
@@ -30,8 +31,8 @@ class GeneratedKernel:
 
     @property
     def path(self) -> str:
-        """The generated file (written on first access)."""
-        if self._path is None:
+        """The generated file (written on first access, and again if the cache was cleared)."""
+        if self._path is None or not os.path.exists(self._path):
             self._path = cache.write_source(self.file_key, self.source.source)
         return self._path
 
