@@ -351,8 +351,7 @@ def _sage_dense(conv, d, x_src, x_dst, kind):
             _, (h, _) = conv.lstm(seq[None])
             rows.append(h[0, 0])
         neigh = conv.fc_neigh(torch.stack(rows) if rows else x_src.new_zeros((0, x_src.shape[1])))
-    rst = neigh if kind == "gcn" else conv.fc_self(x_dst) + neigh
-    return rst + conv.bias
+    return neigh + conv.bias if kind == "gcn" else conv.fc_self(x_dst) + neigh
 
 
 @pytest.mark.parametrize("backend", COMPILED)
@@ -373,6 +372,14 @@ def test_sageconv_matches_dense(backend, kind, out):
         d = Dense(case)
         _compare(backend, case, conv, leaves, lambda g: conv(g, feat), lambda: _sage_dense(conv, d, x_src, x_dst, kind))
     check()
+
+
+def test_sageconv_parameters_as_dgl():
+    assert set(dict(gnn.SAGEConv(IN, OUT, "mean").named_parameters())) == {
+        "fc_neigh.weight", "fc_self.weight", "fc_self.bias"}
+    assert set(dict(gnn.SAGEConv(IN, OUT, "gcn").named_parameters())) == {"fc_neigh.weight", "bias"}
+    assert set(dict(gnn.SAGEConv(IN, OUT, "pool", bias=False).named_parameters())) == {
+        "fc_pool.weight", "fc_pool.bias", "fc_neigh.weight", "fc_self.weight"}
 
 
 def test_sageconv_errors_as_dgl():

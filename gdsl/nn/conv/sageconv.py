@@ -42,16 +42,18 @@ class SAGEConv(nn.Module):
         if aggregator_type == "lstm":
             self.lstm = nn.LSTM(self._in_src_feats, self._in_src_feats, batch_first=True)
         self.fc_neigh = nn.Linear(self._in_src_feats, out_feats, bias=False)
+        # As DGL 2.x: the bias belongs to fc_self, or is a separate parameter for 'gcn' (no fc_self).
         if aggregator_type != "gcn":
-            self.fc_self = nn.Linear(self._in_dst_feats, out_feats, bias=False)
-        if bias:
+            self.fc_self = nn.Linear(self._in_dst_feats, out_feats, bias=bias)
+        elif bias:
             self.bias = nn.Parameter(torch.zeros(out_feats))
         else:
             self.register_buffer("bias", None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Glorot-uniform weights with the ReLU gain (as DGL)."""
+        """Glorot-uniform weights with the ReLU gain; ``fc_self``'s bias keeps nn.Linear's
+        initialisation (as DGL)."""
         gain = nn.init.calculate_gain("relu")
         if self._aggre_type == "pool":
             nn.init.xavier_uniform_(self.fc_pool.weight, gain=gain)
@@ -107,11 +109,9 @@ class SAGEConv(nn.Module):
                 graph.srcdata["h"] = feat_src
                 h_neigh = self.fc_neigh(self._lstm_aggregate(graph, message))
             if self._aggre_type == "gcn":
-                rst = h_neigh
+                rst = h_neigh if self.bias is None else h_neigh + self.bias
             else:
                 rst = self.fc_self(h_self) + h_neigh
-            if self.bias is not None:
-                rst = rst + self.bias
             if self.activation is not None:
                 rst = self.activation(rst)
             if self.norm is not None:
