@@ -20,7 +20,8 @@ from .backend import register_backend
 from .compiler.autodiff import vjp
 from .compiler.fusion import KernelPlan, StepPlan, plan
 from .compiler.interpret import Structure, evaluate
-from .compiler.passes import optimize
+from .compiler.ir import Program
+from .compiler.passes import dce, optimize
 from .compiler.trace import FieldSpec, Traced, trace_edge_map, trace_gather_reduce
 from .dsl import UserFunction, options_of
 from .errors import BackendError, CompileError
@@ -203,7 +204,7 @@ class CompiledStep:
         if len(self.plan.kernels) > 1:
             raise CompileError("internal: a forward step planned into several kernels")
         self.kernel = self.plan.kernels[0] if self.plan.kernels else None
-        self._backward: tuple[StepPlan, Any] | None = None
+        self._backward: dict[frozenset[str] | None, tuple[StepPlan, Any]] = {}
         # The features the step reads, with the type it was traced for.
         self.reads = {(ins.space, ins.attr("field")): FieldSpec(ins.dtype, ins.shape)
                       for ins in traced.program.instrs if ins.op in ("load_src", "load_dst", "load_edge")}
@@ -215,16 +216,23 @@ class CompiledStep:
     def forward_kernel(self) -> CompiledKernel:
         return compiled_kernel(self.kernel, self.backend)
 
-    def backward_plan(self) -> StepPlan:
-        if self._backward is None:
-            program, history = optimize(vjp(self.kernel.program))
-            self._backward = (plan(program), history)
-        return self._backward[0]
+    def backward_plan(self, needed: frozenset[str] | None = None) -> StepPlan:
+        """The backward step computing the gradients named in ``needed`` (``"src:grad:h"``,
+        ``"param:grad:#0"``, ...; None: all of them). Gradients autograd does not ask for (an edge
+        weight or a degree norm that is a constant) are pruned before planning, so their kernels
+        and per-edge work never run."""
+        if needed not in self._backward:
+            program = vjp(self.kernel.program)
+            if needed is not None:
+                program = dce(Program(program.instrs, tuple(o for o in program.outputs if o[0] in needed)))
+            program, history = optimize(program)
+            self._backward[needed] = (plan(program), history)
+        return self._backward[needed][0]
 
     def backward_history(self) -> list:
         """``(pass name, program)`` after each pass of the backward program (for inspection)."""
         self.backward_plan()
-        return self._backward[1]
+        return self._backward[None][1]
 
     def run(self, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         if _RECORDERS:
@@ -276,6 +284,12 @@ def _saved_outputs(kernel: KernelPlan) -> dict[str, str]:
         elif op == "mailbox_logsumexp":
             saved[name] = f"{name}@lse"
     return saved
+
+
+def _grad_name(key: str) -> str:
+    """The backward program's output for input ``space:name``."""
+    space, name = key.split(":", 1)
+    return f"{space}:grad:{name}"
 
 
 class _KernelFunction(torch.autograd.Function):
@@ -331,9 +345,14 @@ class _KernelFunction(torch.autograd.Function):
             if features[space][f"grad:{name}"] is None:
                 shape = step.kernel.program.output(key).shape
                 rows = ctx.rel.num_dst if space == "dst" else ctx.rel.num_edges
-                features[space][f"grad:{name}"] = torch.zeros((rows, *shape), dtype=tensors[0].dtype
-                                                              if tensors else torch.float32)
-        bplan = step.backward_plan()
+                features[space][f"grad:{name}"] = torch.zeros(
+                    (rows, *shape), dtype=tensors[0].dtype if tensors else torch.float32,
+                    device=ctx.rel.device)
+        wanted = ctx.needs_input_grad[5:]
+        needed = frozenset(
+            [_grad_name(key) for key, want in zip(ctx.names, wanted) if want]
+            + [f"param:grad:#{i}" for i, want in zip(ctx.param_indices, wanted[len(ctx.names):]) if want])
+        bplan = step.backward_plan(needed)
         with torch.no_grad():
             values = _run_plan(bplan, ctx.rel, features, params, step.backend,
                                lambda kernel, inputs: compiled_kernel(kernel, step.backend).run(

@@ -264,3 +264,34 @@ def test_gradients_reach_captured_weights():
         grads[backend] = torch.autograd.grad(out.pow(2).sum(), weight)[0]
     for backend in BACKENDS:
         torch.testing.assert_close(grads[backend], grads["reference"], rtol=1e-9, atol=1e-9)
+
+
+def test_backward_computes_only_the_gradients_autograd_asks_for():
+    """A constant edge weight gets no gradient kernel work; one that requires grad does."""
+    from gdsl.backend import get_executor
+    g = gdsl.graph((torch.tensor([0, 1, 2, 2]), torch.tensor([1, 2, 0, 1])), num_nodes=3)
+    h = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    outputs = {}
+    for w_grad in (False, True):
+        w = torch.rand(4, 1, dtype=torch.float64, requires_grad=w_grad)
+        with gdsl.use_backend("numba"):
+            with g.local_scope():
+                g.ndata["h"], g.edata["w"] = h, w
+                g.update_all(fn.u_mul_e("h", "w", "m"), fn.sum("m", "o"))
+                out = g.ndata["o"]
+        grads = torch.autograd.grad(out.pow(2).sum(), [h, w] if w_grad else [h])
+        expected = torch.zeros(3, 4, dtype=torch.float64).index_add(
+            0, torch.tensor([1, 2, 0, 1]), h[[0, 1, 2, 2]] * w)
+        dh = torch.zeros(3, 4, dtype=torch.float64).index_add(
+            0, torch.tensor([0, 1, 2, 2]), 2 * expected[[1, 2, 0, 1]] * w)
+        torch.testing.assert_close(grads[0], dh.detach())
+        outputs[w_grad] = grads
+    step = next(s for steps, _ in get_executor("cpu", "numba")._steps.values() for s in steps
+                if any(n == "dst:o" for n, _ in s.program.outputs))
+    plans = {needed: p for needed, (p, _) in step._backward.items()}
+    only_h = plans[frozenset({"src:grad:h"})]
+    both = plans[frozenset({"src:grad:h", "edge:grad:w"})]
+    written = lambda p: {o[0] for k in p.kernels for o in k.program.outputs}  # noqa: E731
+    assert written(only_h) == {"src:grad:h"}
+    assert "edge:grad:w" in written(both)
+    assert outputs[True][1].shape == (4, 1) and outputs[True][1].abs().sum() > 0
