@@ -43,3 +43,32 @@ def check_rows(name: str, tensor: torch.Tensor, rows: int, what: str) -> None:
     inside a kernel)."""
     if tensor.shape[0] != rows:
         raise GraphError(f"{name} has {tensor.shape[0]} rows but the graph has {rows} {what}")
+
+
+def edge_norm(graph: Any, norm: str, dtype: torch.dtype) -> torch.Tensor | None:
+    """GCN's degree normalisation as one factor per edge, ``(E, 1)``: ``'both'``
+    ``out_deg(u)^-1/2 in_deg(v)^-1/2``, ``'left'`` ``1/out_deg(u)``, ``'right'`` ``1/in_deg(v)``
+    (degrees clamped at 1); None for ``'none'``.
+
+    Cached with the graph's structure (like PyG's ``cached=True``, but invalidated with the
+    structure): a layer called every epoch computes it once.
+    """
+    if norm == "none":
+        return None
+    rel = graph._rel()  # the single edge type these layers run on
+
+    def build() -> torch.Tensor:
+        src_scale = dst_scale = None
+        if norm in ("both", "left"):
+            out_deg = rel.out_degrees.to(dtype).clamp(min=1)
+            src_scale = out_deg.pow(-0.5) if norm == "both" else out_deg.reciprocal()
+        if norm in ("both", "right"):
+            in_deg = rel.in_degrees.to(dtype).clamp(min=1)
+            dst_scale = in_deg.pow(-0.5) if norm == "both" else in_deg.reciprocal()
+        src, dst = rel.src.long(), rel.dst.long()
+        if src_scale is None:
+            return dst_scale[dst].unsqueeze(1)
+        if dst_scale is None:
+            return src_scale[src].unsqueeze(1)
+        return (src_scale[src] * dst_scale[dst]).unsqueeze(1)
+    return rel._cached(f"gdsl.nn.edge_norm:{norm}:{dtype}", build)

@@ -9,7 +9,7 @@ from torch import nn
 
 from ... import function as fn
 from ...errors import GdslError, GraphError
-from ..utils import check_zero_in_degree, expand_as_pair
+from ..utils import check_zero_in_degree, edge_norm, expand_as_pair
 
 NORMS = ("none", "both", "right", "left")
 
@@ -64,16 +64,21 @@ class GraphConv(nn.Module):
         with graph.local_scope():
             if not self._allow_zero_in_degree:
                 check_zero_in_degree(graph)
-            message = fn.copy_u("h", "m")
-            if edge_weight is not None:
-                if edge_weight.shape[0] != graph.num_edges():
-                    raise GraphError(f"edge_weight has {edge_weight.shape[0]} rows but the graph has "
-                                     f"{graph.num_edges()} edges")
-                graph.edata["_edge_weight"] = edge_weight
-                message = fn.u_mul_e("h", "_edge_weight", "m")
             feat_src, feat_dst = expand_as_pair(feat, graph)
-            if self._norm in ("left", "both"):
-                feat_src = feat_src * _degree_norm(graph.out_degrees(), feat_src, self._norm)
+            if edge_weight is not None and edge_weight.shape[0] != graph.num_edges():
+                raise GraphError(f"edge_weight has {edge_weight.shape[0]} rows but the graph has "
+                                 f"{graph.num_edges()} edges")
+            # The degree norms (and any edge weight) become one scalar per edge read by the
+            # aggregation kernel: no N x D passes to scale the features before and after it.
+            scale = edge_norm(graph, self._norm, feat_src.dtype)
+            if edge_weight is not None:
+                weight_e = edge_weight.unsqueeze(1) if edge_weight.dim() == 1 else edge_weight
+                scale = weight_e if scale is None else weight_e * scale
+            if scale is None:
+                message = fn.copy_u("h", "m")
+            else:
+                graph.edata["_edge_weight"] = scale
+                message = fn.u_mul_e("h", "_edge_weight", "m")
             if weight is not None:
                 if self.weight is not None:
                     raise GdslError("External weight is provided while at the same time the module "
@@ -92,8 +97,6 @@ class GraphConv(nn.Module):
                 rst = graph.dstdata["h"]
                 if weight is not None:
                     rst = _matmul(rst, weight)
-            if self._norm in ("right", "both"):
-                rst = rst * _degree_norm(graph.in_degrees(), feat_dst, self._norm)
             if self.bias is not None:
                 rst = rst + self.bias
             if self._activation is not None:
@@ -105,13 +108,6 @@ class GraphConv(nn.Module):
         if self._activation is not None:
             text += f", activation={self._activation}"
         return text
-
-
-def _degree_norm(degrees: torch.Tensor, like: torch.Tensor, norm: str) -> torch.Tensor:
-    """``deg^-1/2`` (``both``) or ``1/deg``, degrees clamped at 1, shaped to broadcast over ``like``."""
-    degs = degrees.to(like).clamp(min=1)
-    scale = degs.pow(-0.5) if norm == "both" else 1.0 / degs
-    return scale.reshape(scale.shape + (1,) * (like.dim() - 1))
 
 
 def _matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
