@@ -95,13 +95,16 @@ class GraphConv(nn.Module):
                 graph.srcdata["h"] = feat_src
                 graph.update_all(message, fn.sum("m", "h"))
                 rst = graph.dstdata["h"]
+                if weight is not None and rst.dim() == 2:  # the bias joins the product (addmm)
+                    return self._activate(F.linear(rst, weight.t(), self.bias))
                 if weight is not None:
                     rst = _matmul(rst, weight)
             if self.bias is not None:
                 rst = rst + self.bias
-            if self._activation is not None:
-                rst = self._activation(rst)
-            return rst
+            return self._activate(rst)
+
+    def _activate(self, rst: torch.Tensor) -> torch.Tensor:
+        return rst if self._activation is None else self._activation(rst)
 
     def extra_repr(self) -> str:
         text = f"in={self._in_feats}, out={self._out_feats}, normalization={self._norm}"

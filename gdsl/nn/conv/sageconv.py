@@ -85,6 +85,10 @@ class SAGEConv(nn.Module):
                 graph.update_all(message, fn.mean("m", "neigh"))
                 h_neigh = graph.dstdata["neigh"]
                 if not lin_before_mp:
+                    if h_neigh.dim() == 2 and h_self.dim() == 2:
+                        # fc_self(h) + fc_neigh(n) as one addmm: no separate N x out sum
+                        rst = torch.addmm(self.fc_self(h_self), h_neigh, self.fc_neigh.weight.t())
+                        return self._finish(rst)
                     h_neigh = self.fc_neigh(h_neigh)
             elif self._aggre_type == "gcn":
                 if isinstance(feat, tuple) and feat[0].shape[1:] != feat[1].shape[1:]:
@@ -112,11 +116,14 @@ class SAGEConv(nn.Module):
                 rst = h_neigh if self.bias is None else h_neigh + self.bias
             else:
                 rst = self.fc_self(h_self) + h_neigh
-            if self.activation is not None:
-                rst = self.activation(rst)
-            if self.norm is not None:
-                rst = self.norm(rst)
-            return rst
+            return self._finish(rst)
+
+    def _finish(self, rst: torch.Tensor) -> torch.Tensor:
+        if self.activation is not None:
+            rst = self.activation(rst)
+        if self.norm is not None:
+            rst = self.norm(rst)
+        return rst
 
     def _lstm_aggregate(self, graph, message) -> torch.Tensor:
         """The LSTM's final hidden state over each node's messages (zero initial state); 0 for
