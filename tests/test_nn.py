@@ -479,3 +479,53 @@ def test_dgl_import_paths():
     from gdsl.nn.pytorch import GraphConv
     from gdsl.nn.pytorch.conv import GATConv
     assert GraphConv is gnn.GraphConv and GATConv is gnn.GATConv
+
+
+# ------------------------------------------------------------------------------------------------
+# Fusion: the attention layers run as one kernel per direction, with no per-edge feature tensor
+# ------------------------------------------------------------------------------------------------
+class _LargestTensor:
+    """The largest tensor any torch op creates while active (autograd's backward included)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        owner = self
+        self.numel, self.what = 0, ""
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor) and t.numel() > owner.numel:
+                        owner.numel, owner.what = t.numel(), f"{func} {tuple(t.shape)}"
+                return out
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("layer", ["gat", "gatv2"])
+def test_attention_layers_are_one_kernel_and_never_build_edge_features(layer):
+    torch.manual_seed(0)
+    n, e, heads, out = 50, 2000, 4, 8          # E x H x D = 64000 >> N x in, N x H x D
+    g = gdsl.graph((torch.randint(0, n, (e,)), torch.randint(0, n, (e,))), num_nodes=n)
+    g = gdsl.add_self_loop(g)
+    conv = (gnn.GATConv if layer == "gat" else gnn.GATv2Conv)(16, out, heads)
+    x = torch.randn(n, 16, requires_grad=True)
+    report = gdsl.inspect(g, conv, x)
+    assert len(report.steps) == 1
+    step = report.steps[0]
+    assert len(step.forward_kernels) == 1 and step.forward_kernels[0].plan.pattern == "gather_reduce"
+    with gdsl.use_backend("numba"):
+        conv(g, x).sum().backward()  # compile outside the measurement
+        with _LargestTensor() as forward:
+            y = conv(g, x)
+        with _LargestTensor() as backward:
+            y.pow(2).sum().backward()
+    # The forward builds no per-edge tensor at all (attention E x H, messages E x H x D); the
+    # backward at most one E x H value (the logits' gradient, shared by its two kernels).
+    assert forward.numel < g.num_edges() * heads, forward.what
+    assert backward.numel <= g.num_edges() * heads, backward.what
