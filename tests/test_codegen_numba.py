@@ -541,16 +541,19 @@ def test_generated_source_is_readable():
     compile(text, "<generated>", "exec")
 
 
-def test_prefetch_lines(monkeypatch):
-    """Gather kernels prefetch the source / edge rows of the entry a few places ahead."""
+def test_prefetch_lines():
+    """Gather kernels prefetch the source / edge rows of the entry a few places ahead (the
+    schedule's prefetch_distance; 0 disables it)."""
     import gdsl.compiler.codegen.numba as codegen
+    from gdsl.kernels.schedules import NumbaSchedule
 
     kernel = _u_mul_e_sum_kernel().step.kernel
     text = codegen.generate_numba(kernel).source
     assert "if jp < nnz:" in text and "prefetch(src_h, up, 0)" in text and "prefetch(edge_w, ep, 0)" in text
-    monkeypatch.setattr(codegen, "PREFETCH_DISTANCE", 0)
-    text = codegen.generate_numba(kernel).source
-    assert "prefetch" not in text and "nnz" not in text
+    assert "jp = j + 8" in text
+    text = codegen.generate_numba(kernel, NumbaSchedule(prefetch_distance=0)).source
+    assert "prefetch(" not in text and "nnz" not in text
+    assert "jp = j + 3" in codegen.generate_numba(kernel, NumbaSchedule(prefetch_distance=3)).source
 
 
 @settings(max_examples=50, deadline=None)

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from ..errors import BackendError, GdslError
 from . import cache
 
-_ENTRIES: dict[str, Any] = {}  # file key -> the imported entry function (process-wide)
+_ENTRIES: dict[tuple[str, str], Any] = {}  # (file key, function) -> the imported function (process-wide)
 _LOCK = threading.Lock()
 
 
@@ -36,18 +36,20 @@ class GeneratedKernel:
             self._path = cache.write_source(self.file_key, self.source.source)
         return self._path
 
-    def compile(self):
-        """The entry function of the generated file (imported once per process)."""
-        entry = _ENTRIES.get(self.file_key)
+    def compile(self, name: str | None = None):
+        """The entry function of the generated file, or its function ``name`` (imported once per
+        process)."""
+        name = name or self.source.entry
+        entry = _ENTRIES.get((self.file_key, name))
         if entry is not None:
             return entry
         with _LOCK:
-            entry = _ENTRIES.get(self.file_key)
+            entry = _ENTRIES.get((self.file_key, name))
             if entry is None:
                 path = self.path
                 try:
                     module = cache.load_module(self.file_key, path)
-                    entry = getattr(module, self.source.entry)
+                    entry = getattr(module, name)
                 except ImportError as exc:
                     if getattr(exc, "name", None) in ("numba", "triton"):
                         raise BackendError(f"the {self.display} backend needs the {exc.name!r} package") from exc
@@ -56,7 +58,7 @@ class GeneratedKernel:
                 except Exception as exc:  # a syntax error in generated code is a gdsl bug
                     raise GdslError(f"cannot import the generated {self.display} kernel {path}: "
                                     f"{type(exc).__name__}: {exc}") from exc
-                _ENTRIES[self.file_key] = entry
+                _ENTRIES[(self.file_key, name)] = entry
         return entry
 
     def _lookup(self, inputs: Mapping[str, Any], space: str, name: str) -> Any:

@@ -7,9 +7,11 @@ next to the file), and keeps the compiled dispatcher in a process-wide dictionar
 kernel key and the source hash, so equal kernels built twice are compiled once.
 
 ``run`` converts tensors to numpy views (no copies for contiguous CPU tensors), allocates the
-outputs, splits the rows into ``PARTS_PER_THREAD`` parts per numba thread of about equal work
-(:func:`row_splits`; the kernel's ``prange`` runs over the parts), launches, and returns torch
-tensors sharing the output memory, shaped ``(rows, *feature shape)``.
+outputs, splits the rows into ``schedule.parts_per_thread`` parts per numba thread of about equal
+work (:func:`row_splits`; the kernel's ``prange`` runs over the parts), launches, and returns torch
+tensors sharing the output memory, shaped ``(rows, *feature shape)``. A hub-capable module (its
+schedule has ``hub_threshold``) also launches its partial kernel over the chunks of the hub rows
+and combines them (:mod:`gdsl.kernels.hub`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import numpy as np
 import torch
 
 from ..errors import BackendError, GdslError
+from . import hub as hub_rows
 from .generated import GeneratedKernel
+from .schedules import HUB_OFF, NumbaSchedule
 
 _NP_DTYPES = {
     torch.float32: np.float32, torch.float64: np.float64, torch.int32: np.int32,
@@ -27,19 +31,23 @@ _NP_DTYPES = {
 }
 
 
-PARTS_PER_THREAD = 8
-
 
 def _numpy_2d(tensor: torch.Tensor, rows: int, size: int) -> np.ndarray:
     array = tensor.detach().contiguous().numpy()
     return array.reshape(rows, size)
 
 
-def row_splits(indptr: np.ndarray, num_rows: int, parts: int) -> np.ndarray:
+def row_splits(indptr: np.ndarray, num_rows: int, parts: int, hub_threshold: int | None = None
+               ) -> np.ndarray:
     """Boundaries of at most ``parts`` contiguous row ranges of about equal cost, counting one
     unit per entry and per row; the kernel's ``prange`` runs over these ranges, so each thread
-    gets about the same number of edges however skewed the degrees are."""
-    cost = indptr.astype(np.int64) + np.arange(num_rows + 1, dtype=np.int64)
+    gets about the same number of edges however skewed the degrees are. Rows with more than
+    ``hub_threshold`` entries count as one unit (the partial kernel walks them)."""
+    cost = indptr.astype(np.int64)
+    if hub_threshold is not None:
+        degrees = np.diff(cost)
+        cost = np.concatenate([[0], np.cumsum(np.where(degrees > hub_threshold, 0, degrees))])
+    cost = cost + np.arange(num_rows + 1, dtype=np.int64)
     targets = np.linspace(0, cost[-1], max(1, parts) + 1)
     splits = np.searchsorted(cost, targets, side="left")
     splits[0], splits[-1] = 0, num_rows
@@ -65,19 +73,29 @@ class NumbaKernel(GeneratedKernel):
     display = "numba"
 
     def arguments(self, indptr, indices, eids, num_rows: int, num_edges: int,
-                  inputs: Mapping[str, Any], params: Sequence[torch.Tensor]
+                  inputs: Mapping[str, Any], params: Sequence[torch.Tensor],
+                  schedule: NumbaSchedule | None = None
                   ) -> tuple[list[Any], dict[str, tuple[np.ndarray, int]]]:
         """The call arguments of the generated function and the output arrays by name."""
         src = self.source
+        schedule = schedule if schedule is not None else NumbaSchedule()
+        hub_capable = src.partial_entry is not None
+        if schedule.hub and not hub_capable:
+            raise GdslError(f"numba kernel {src.entry}: a hub schedule needs a hub-capable source "
+                            f"(generate_numba(kernel, schedule) with hub_threshold set)")
+        threshold = (schedule.hub_threshold or HUB_OFF) if hub_capable else None
         num_rows, num_edges = int(num_rows), int(num_edges)
         indptr_np = _index_array(indptr, "indptr")
         if indptr_np.shape[0] != num_rows + 1:
             raise GdslError(f"indptr has {indptr_np.shape[0]} entries for {num_rows} rows")
         import numba
 
-        splits = row_splits(indptr_np, num_rows, numba.get_num_threads() * PARTS_PER_THREAD)
+        splits = row_splits(indptr_np, num_rows, numba.get_num_threads() * schedule.parts_per_thread,
+                            threshold)
         args: list[Any] = [indptr_np, _index_array(indices, "indices"), _index_array(eids, "eids"),
                            splits, num_rows, num_edges]
+        if hub_capable:
+            args.append(threshold)
         for spec in src.inputs:
             if spec.param_index is not None:
                 if spec.param_index >= len(params):
@@ -115,16 +133,33 @@ class NumbaKernel(GeneratedKernel):
         return args, outputs
 
     def run(self, indptr, indices, eids, num_rows: int, num_edges: int,
-            inputs: Mapping[str, Any], params: Sequence[torch.Tensor] = ()) -> dict[str, torch.Tensor]:
+            inputs: Mapping[str, Any], params: Sequence[torch.Tensor] = (),
+            schedule: NumbaSchedule | None = None) -> dict[str, torch.Tensor]:
         """Run over an in-CSR (``indptr[num_rows+1]``, ``indices``: source node of each entry,
         ``eids``: its edge id). ``inputs`` maps ``name``, ``"space:name"`` or ``{space: {name:
         tensor}}`` to the kernel's feature inputs; ``params`` are the traced weights.
 
         Returns ``{output name: tensor}`` with ``(num_rows or num_edges, *feature shape)`` tensors,
         including ``"<name>@arg"`` (int64 winning edge ids, -1 for empty rows) for max/min.
+        ``schedule`` (a :class:`~gdsl.kernels.schedules.NumbaSchedule`, default ``NumbaSchedule()``)
+        sets the launch knobs; its source-changing knobs must be those the source was generated
+        with.
         """
-        args, outputs = self.arguments(indptr, indices, eids, num_rows, num_edges, inputs, params)
-        dispatcher = self.compile()
+        schedule = schedule if schedule is not None else NumbaSchedule()
+        args, outputs = self.arguments(indptr, indices, eids, num_rows, num_edges, inputs, params, schedule)
+        self._call(self.source.entry, args)
+        if schedule.hub:
+            tasks = hub_rows.hub_tasks(torch.from_numpy(args[0]), schedule.hub_threshold, schedule.hub_chunk)
+            if tasks is not None:
+                self._run_partial(args, outputs, tasks)
+        result = {}
+        for spec in self.source.outputs:
+            array, rows = outputs[spec.name]
+            result[spec.name] = torch.from_numpy(array).reshape((rows,) + tuple(spec.shape))
+        return result
+
+    def _call(self, name: str, args: list[Any]) -> None:
+        dispatcher = self.compile(name)
         try:
             import numba.core.errors as numba_errors
         except ImportError:  # pragma: no cover - numba is a hard dependency
@@ -134,10 +169,28 @@ class NumbaKernel(GeneratedKernel):
         except Exception as exc:
             if numba_errors is not None and isinstance(exc, numba_errors.NumbaError):
                 raise GdslError(f"numba failed to compile the generated kernel {self.path} "
-                                f"({self.source.entry}): {exc}") from exc
+                                f"({name}): {exc}") from exc
             raise
-        result = {}
-        for spec in self.source.outputs:
-            array, rows = outputs[spec.name]
-            result[spec.name] = torch.from_numpy(array).reshape((rows,) + tuple(spec.shape))
-        return result
+
+    def _run_partial(self, args: list[Any], outputs: dict[str, tuple[np.ndarray, int]],
+                     tasks: "hub_rows.HubTasks") -> None:
+        """Walk the hub rows' chunks with the partial kernel, then combine them in chunk order."""
+        src = self.source
+        n_in = len(src.inputs)
+        inputs = args[7:7 + n_in]
+        itype = args[0].dtype
+        partial_args: list[Any] = [args[0], args[1], args[2], tasks.task_row.numpy().astype(itype),
+                                   tasks.task_start.numpy().astype(itype), tasks.task_end.numpy().astype(itype),
+                                   tasks.num_tasks, args[5]] + list(inputs)
+        partials: dict[str, torch.Tensor] = {}
+        for spec in src.outputs:
+            array, _ = outputs[spec.name]
+            if spec.space == "edge":  # every entry is in exactly one chunk: written in place
+                partial_args.append(array)
+                continue
+            part = np.empty((tasks.num_tasks, spec.size), dtype=array.dtype)
+            partials[spec.name] = torch.from_numpy(part)
+            partial_args.append(part)
+        self._call(src.partial_entry, partial_args)
+        hub_rows.combine(src.outputs, partials,
+                         {name: torch.from_numpy(array) for name, (array, _) in outputs.items()}, tasks)

@@ -19,8 +19,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..errors import BackendError, GdslError
+from . import hub as hub_rows
 from .generated import GeneratedKernel
-
+from .schedules import HUB_OFF
 
 
 def _triton_errors() -> tuple[type, ...]:
@@ -96,6 +97,8 @@ class TritonKernel(GeneratedKernel):
             raise GdslError(f"indptr has {indptr_t.shape[0]} entries for {num_rows} rows")
         args: list[Any] = [indptr_t, _index_tensor(indices, "indices", device),
                            _index_tensor(eids, "eids", device), num_rows, num_edges]
+        if src.partial_entry is not None:
+            args.append(HUB_OFF)  # the threshold: set by run
         for spec, (what, tensor) in zip(src.inputs, tensors):
             if tensor.dtype != spec.dtype:
                 raise GdslError(f"Triton kernel {src.entry}: {what} has dtype {tensor.dtype}, the kernel "
@@ -139,21 +142,21 @@ class TritonKernel(GeneratedKernel):
         interpreted = _is_interpreted(function)
         args, outputs = self.arguments(indptr, indices, eids, num_rows, num_edges, inputs, params,
                                        interpreted)
-        schedule = self.source.schedule(config if config is not None else self.config, num_rows, num_edges)
+        config = config if config is not None else self.config
+        hub_capable = self.source.partial_entry is not None
+        hub = config is not None and config.hub
+        if hub and not hub_capable:
+            raise GdslError(f"Triton kernel {self.source.entry}: a hub TritonConfig needs a hub-capable "
+                            f"source (generate_triton(kernel, config) with hub_threshold set)")
+        tasks = None
+        if hub:
+            args[5] = int(config.hub_threshold)
+            tasks = hub_rows.hub_tasks(args[0], config.hub_threshold, config.hub_chunk)
+        schedule = self.source.schedule(config, num_rows, num_edges)
         if int(num_rows) > 0:
-            launch: dict[str, Any] = dict(schedule.constexprs)
-            launch["num_warps"] = schedule.num_warps
-            if schedule.num_stages is not None:
-                launch["num_stages"] = schedule.num_stages
-            errors = _triton_errors()
-            try:
-                function[schedule.grid(num_rows)](*args, **launch)
-            except errors as exc:
-                hint = ""
-                if type(exc).__name__ == "OutOfResources":
-                    hint = " (try a smaller TritonConfig: block_e, block_f, block_k or max_tile)"
-                raise GdslError(f"Triton failed to compile the generated kernel {self.path} "
-                                f"({self.source.entry}): {type(exc).__name__}: {exc}{hint}") from exc
+            self._launch(function, self.source.entry, schedule, num_rows, args)
+        if tasks is not None:
+            self._run_partial(args, outputs, tasks, schedule)
         result = {}
         for spec in self.source.outputs:
             buffer, rows = outputs[spec.name]
@@ -161,3 +164,45 @@ class TritonKernel(GeneratedKernel):
                 buffer = buffer.view(torch.bool)
             result[spec.name] = buffer.reshape((rows,) + tuple(spec.shape))
         return result
+
+    def _launch(self, function, name: str, schedule, num_rows: int, args: list[Any]) -> None:
+        launch: dict[str, Any] = dict(schedule.constexprs)
+        launch["num_warps"] = schedule.num_warps
+        if schedule.num_stages is not None:
+            launch["num_stages"] = schedule.num_stages
+        errors = _triton_errors()
+        try:
+            function[schedule.grid(num_rows)](*args, **launch)
+        except errors as exc:
+            hint = ""
+            if type(exc).__name__ == "OutOfResources":
+                hint = " (try a smaller TritonConfig: block_e, block_f, block_k or max_tile)"
+            raise GdslError(f"Triton failed to compile the generated kernel {self.path} "
+                            f"({name}): {type(exc).__name__}: {exc}{hint}") from exc
+
+    def _run_partial(self, args: list[Any], outputs: dict[str, tuple[torch.Tensor, int]],
+                     tasks: "hub_rows.HubTasks", schedule) -> None:
+        """Walk the hub rows' chunks with the partial kernel, then combine them in chunk order."""
+        src = self.source
+        n_in = len(src.inputs)
+        inputs = args[6:6 + n_in]
+        itype = args[0].dtype
+        partial_args: list[Any] = [args[0], args[1], args[2], tasks.task_row.to(itype),
+                                   tasks.task_start.to(itype), tasks.task_end.to(itype),
+                                   tasks.num_tasks, args[4]] + list(inputs)
+        partials: dict[str, torch.Tensor] = {}
+        for spec in src.outputs:
+            buffer, _ = outputs[spec.name]
+            if spec.space == "edge":  # every entry is in exactly one chunk: written in place
+                partial_args.append(buffer)
+                continue
+            part = torch.empty((tasks.num_tasks, spec.size), dtype=buffer.dtype, device=buffer.device)
+            partials[spec.name] = part
+            partial_args.append(part)
+        self._launch(self.compile(src.partial_entry), src.partial_entry, schedule, tasks.num_tasks,
+                     partial_args)
+        boolean = {spec.name for spec in src.outputs if spec.dtype == torch.bool}
+        views = {name: (buffer.view(torch.bool) if name in boolean else buffer)
+                 for name, (buffer, _) in outputs.items()}
+        parts = {name: (part.view(torch.bool) if name in boolean else part) for name, part in partials.items()}
+        hub_rows.combine(src.outputs, parts, views, tasks)

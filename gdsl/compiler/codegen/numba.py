@@ -9,7 +9,7 @@ kernel (docs/design.md, section 4)::
         for v in range(row_splits[p], row_splits[p + 1]):   # one row of the in-CSR (out-CSR)
             <per-row values, output init>
             for j in range(indptr[v], indptr[v + 1]):       # its edges, in edge-id order
-                <prefetch the rows entry j + PREFETCH_DISTANCE will read>
+                <prefetch the rows entry j + prefetch_distance will read>
                 u = indices[j]; e = eids[j]
                 <materialised per-edge values: feature reductions, matmul, cat, shared values>
                 for f in range(F):                  # the feature axis, innermost and contiguous
@@ -49,6 +49,7 @@ from typing import Any
 import torch
 
 from ...errors import CompileError
+from ...kernels.schedules import NumbaSchedule
 from ..fusion import KernelPlan
 from ..ir import Program
 from ..ops import OPS, promote
@@ -58,10 +59,6 @@ from .common import sanitize as _sanitize
 
 CODEGEN_VERSION = "numba-3"
 
-# Gather kernels prefetch the rows the entry PREFETCH_DISTANCE places ahead will read (source /
-# edge feature rows, edge output rows), at most PREFETCH_LINES cache lines per row; 0 disables.
-PREFETCH_DISTANCE = 8
-PREFETCH_LINES = 8
 
 _NP_TYPES = {
     torch.float32: "np.float32", torch.float64: "np.float64",
@@ -81,7 +78,8 @@ _CONST = -1
 @dataclass(frozen=True)
 class NumbaSource:
     """A generated module: ``source`` defines ``entry``, called with ``arg_names`` in order:
-    ``indptr, indices, eids, num_rows, num_edges``, then ``inputs``, then ``outputs``."""
+    ``indptr, indices, eids, row_splits, num_rows, num_edges`` (then ``hub_threshold`` in a
+    hub-capable module), then ``inputs``, then ``outputs``."""
 
     source: str
     entry: str
@@ -90,6 +88,8 @@ class NumbaSource:
     outputs: list[OutputSpec]
     pattern: str
     fingerprint: str
+    partial_entry: str | None = None        # hub-capable modules: the chunk kernel
+    partial_arg_names: list[str] | None = None
 
     def output(self, name: str) -> OutputSpec:
         for spec in self.outputs:
@@ -308,8 +308,13 @@ _SCRATCH_OPS = ("cat", "pad")  # besides feature reductions and matmul/outer: co
 
 
 class _Generator:
-    def __init__(self, kernel: KernelPlan):
+    def __init__(self, kernel: KernelPlan, schedule: NumbaSchedule, partial: bool = False):
         self.kernel = kernel
+        self.schedule = schedule
+        # The partial kernel of a hub-capable module walks chunks ("tasks") of hub rows and
+        # writes each chunk's result to row t of partial outputs (combined by gdsl.kernels.hub).
+        self.partial = partial
+        self.orow = "t" if partial else "v"  # the output row of a row's reductions
         self.prog: Program = kernel.program
         # Rows are destinations (in-CSR) or, for reductions into sources, sources (out-CSR);
         # ``indices[j]`` is the other endpoint of entry j, named u (a source) or d (a destination).
@@ -320,7 +325,8 @@ class _Generator:
         self.nbr = "u" if self.other == "src" else "d"
         self.names: set[str] = {"indptr", "indices", "eids", "num_rows", "num_edges", "v", "j", "u",
                                 "d", "e", "start", "end", "first", "np", "numba", "deg", "nnz",
-                                "row_splits", "p",
+                                "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
+                                "task_end", "num_tasks",
                                 "jp", "up", "dp", "ep", "prefetch", "prefetch_write",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
@@ -520,7 +526,8 @@ class _Generator:
             if self.rows != "dst":
                 raise CompileError("internal: in_degree inside a kernel over source rows (it should "
                                    "have been hoisted to the node stage)", where=ins.where)
-            return _cast("(end - start)", torch.int64, target), _ROW
+            degree = "(indptr[v + 1] - indptr[v])" if self.partial else "(end - start)"
+            return _cast(degree, torch.int64, target), _ROW
         if i in self.materialized:
             text, level = self.access(i, _to_flat(index, ins.shape))
             return _cast(text, ins.dtype, target), level
@@ -852,7 +859,7 @@ class _Generator:
                 self.place(level, f"{out.arg_name}[e, {flat.text}] = {text}", nest)
                 continue
             comments.append(f"# {out.name} = mailbox_{out.reducer} %{value}")
-            cell = f"{out.arg_name}[v, {flat.text}]"
+            cell = f"{out.arg_name}[{self.orow}, {flat.text}]"
             if out.reducer in ("sum", "mean"):
                 self.place(level, f"{cell} += {text}", nest)
                 continue
@@ -866,7 +873,7 @@ class _Generator:
             self.place(level, f"{cur} = {cell}", nest)
             self.place(level, f"{take} = first | ({text} {cmp} {cur})", nest)
             self.place(level, f"{cell} = {text} if {take} else {cur}", nest)
-            argcell = f"{arg.arg_name}[v, {flat.text}]"
+            argcell = f"{arg.arg_name}[{self.orow}, {flat.text}]"
             self.place(level, f"{argcell} = e if {take} else {argcell}", nest)
         nest.pre[0][:0] = comments
         return nest
@@ -921,7 +928,7 @@ class _Generator:
                 pad_text += "    "
             terms = [(var[k], stride) if k in head_axes else (_Ix(f"q{k}", _EDGE), stride)
                      for k, stride in zip(range(len(shape)), _strides(shape)) if k in var]
-            cell = f"{out.arg_name}[v, {_lin(terms).text}]"
+            cell = f"{out.arg_name}[{self.orow}, {_lin(terms).text}]"
             lines.append(f"{pad_text}{cell} *= {scale}")
         lines += [f"    {m_cell} = {xt}",
                   f"{weight} = np.exp({xt} - {m_cell}) if {m_cell} > {_extreme(dtype, 'max')} "
@@ -935,7 +942,7 @@ class _Generator:
             vt, vlevel = self.value(vi, _broadcast_index(multi, shape, v_shape), nest, dtype)
             flat = _to_flat(multi, shape)
             self.place(max(_EDGE + len(loops), vlevel, flat.level),
-                       f"{out.arg_name}[v, {flat.text}] += {weight} * {_paren(vt)}", nest)
+                       f"{out.arg_name}[{self.orow}, {flat.text}] += {weight} * {_paren(vt)}", nest)
         self.softmax_final(out, lse, shape, x_shape, run_max, run_den)
         return nest
 
@@ -948,7 +955,7 @@ class _Generator:
         lse_target = lse.arg_name if lse is not None else out.arg_name
         lines.append(f"    for f in range({nx}):")
         # (a row whose logits are all -inf: -inf, and a NaN output from 0 / 0, as torch gives)
-        lines.append(f"        {lse_target}[v, f] = {run_max}[f] + np.log({run_den}[f])")
+        lines.append(f"        {lse_target}[{self.orow}, f] = {run_max}[f] + np.log({run_den}[f])")
         if out.reducer != "softmax_sum":
             return
         pad_text = "    "
@@ -964,10 +971,10 @@ class _Generator:
         x_terms = [f"{names[k]} * {st}" if st != 1 else names[k]
                    for k, st in zip(range(len(shape)), _strides(pad)) if pad[k] > 1]
         x_flat = " + ".join(x_terms) or "0"
-        lines.append(f"{pad_text}{out.arg_name}[v, {flat}] /= {run_den}[{x_flat}]")
+        lines.append(f"{pad_text}{out.arg_name}[{self.orow}, {flat}] /= {run_den}[{x_flat}]")
 
     # -- the whole module ------------------------------------------------------------------------
-    def generate(self) -> NumbaSource:
+    def generate(self) -> "_Function":
         self.uses_prefetch = False
         self.uses_dropout = False
         self.plan_arguments()
@@ -1004,24 +1011,46 @@ class _Generator:
 
         fingerprint = prog.fingerprint()
         entry = f"gdsl_{self.kernel.pattern}_{fingerprint}"
-        arg_names = ["indptr", "indices", "eids", "row_splits", "num_rows", "num_edges"]
+        hub = self.schedule.hub
+        if self.partial:
+            entry += "_partial"
+            arg_names = ["indptr", "indices", "eids", "task_row", "task_start", "task_end", "num_tasks",
+                         "num_edges"]
+        else:
+            arg_names = ["indptr", "indices", "eids", "row_splits", "num_rows", "num_edges"]
+            if hub:
+                arg_names.append("hub_threshold")
         arg_names += [spec.arg_name for spec in self.inputs] + [spec.arg_name for spec in self.outputs]
+        orow = self.orow
 
         body: list[str] = []
         ind0, ind1, ind2 = " " * 8, " " * 12, " " * 16
-        # Rows come in contiguous parts of about equal work (edges + rows), several per thread:
-        # a static split of rows would give one thread most edges of a skewed graph.
-        body.append(f"{' ' * 4}for p in numba.prange(row_splits.shape[0] - 1):")
-        body += [ind0 + line for line in self.alloc_lines]
-        body.append(f"{ind0}for v in range(row_splits[p], row_splits[p + 1]):")
-        body.append(f"{ind1}start = indptr[v]")
-        body.append(f"{ind1}end = indptr[v + 1]")
+        if self.partial:
+            # One task per chunk of a hub row; its reductions go to row t of the partial outputs.
+            ind1 = ind0
+            body.append(f"{' ' * 4}for t in numba.prange(num_tasks):")
+            body += [ind0 + line for line in self.alloc_lines]
+            body.append(f"{ind1}v = task_row[t]")
+            body.append(f"{ind1}start = task_start[t]")
+            body.append(f"{ind1}end = task_end[t]")
+            ind2 = ind1 + "    "
+        else:
+            # Rows come in contiguous parts of about equal work (edges + rows), several per thread:
+            # a static split of rows would give one thread most edges of a skewed graph.
+            body.append(f"{' ' * 4}for p in numba.prange(row_splits.shape[0] - 1):")
+            body += [ind0 + line for line in self.alloc_lines]
+            body.append(f"{ind0}for v in range(row_splits[p], row_splits[p + 1]):")
+            body.append(f"{ind1}start = indptr[v]")
+            body.append(f"{ind1}end = indptr[v + 1]")
+            if hub:
+                body.append(f"{ind1}if end - start > hub_threshold:  # a hub row: the partial kernel walks it")
+                body.append(f"{ind1}    end = start")
         body += [ind1 + line for line in self.row_lines]
         for out in self.outputs:
             if out.space == "edge":
                 continue
             init = "-1" if out.name.endswith("@arg") else _literal(0, out.dtype)
-            body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {init}", ind1)
+            body += self.row_loop(out, f"{out.arg_name}[{orow}, {{f}}] = {init}", ind1)
         body.append(f"{ind1}for j in range(start, end):")
         body += self.prefetch_lines(ind2)
         if self.uses_u:
@@ -1033,13 +1062,28 @@ class _Generator:
         for nest in nests:
             body += nest.render(ind2)
         for out in self.outputs:
-            if out.reducer == "mean" and out.space != "edge":
+            if out.reducer == "mean" and out.space != "edge" and not self.partial:  # partial: sums
                 body.append(f"{ind1}if end > start:")
                 body.append(f"{ind2}deg = {_np_type(out.dtype)}(end - start)")
                 body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {out.arg_name}[v, {{f}}] / deg",
                                       ind2)
         body += [ind1 + line for line in self.final_lines]
 
+        imports = ["import numba", "import numpy as np"]
+        prelude = []
+        if self.uses_prefetch:
+            imports.append("from gdsl.kernels.numba_intrinsics import prefetch, prefetch_write")
+            prelude.append("    nnz = indices.shape[0]")
+        if self.uses_dropout:
+            imports.append("from gdsl.kernels.numba_intrinsics import dropout_keep")
+        function = [
+            "@numba.njit(parallel=True, cache=True, fastmath=False, error_model='numpy')",
+            f"def {entry}({', '.join(arg_names)}):",
+        ] + prelude + body
+        return _Function(entry, arg_names, function, imports)
+
+    def header(self, hub: bool) -> list[str]:
+        prog = self.prog
         header = [
             f"# Generated by gdsl ({CODEGEN_VERSION}): a fused {self.kernel.pattern} kernel for numba.",
             "# Do not edit: the file is rewritten from the IR below.",
@@ -1048,6 +1092,10 @@ class _Generator:
             "#",
         ]
         header += ["# " + line for line in str(prog).splitlines()]
+        header += ["#", "# schedule knobs in this source: prefetch_distance="
+                   f"{self.schedule.prefetch_distance}, prefetch_lines={self.schedule.prefetch_lines}"
+                   + (", hub rows split (rows above hub_threshold entries are skipped here and walked "
+                      "in chunks by the _partial kernel)" if hub else "")]
         header += ["#", "# arguments:"]
         for spec in self.inputs:
             rows = "" if spec.space == "param" else "rows, "
@@ -1056,29 +1104,16 @@ class _Generator:
         for spec in self.outputs:
             header.append(f"#   {spec.arg_name}: writes {spec.name} {_np_type(spec.dtype)}[rows, {spec.size}]"
                           f" (shape {list(spec.shape)})")
-        imports = ["import numba", "import numpy as np"]
-        prelude = []
-        if self.uses_prefetch:
-            imports.append("from gdsl.kernels.numba_intrinsics import prefetch, prefetch_write")
-            prelude.append("    nnz = indices.shape[0]")
-        if self.uses_dropout:
-            imports.append("from gdsl.kernels.numba_intrinsics import dropout_keep")
-        lines = header + imports + [
-            "",
-            "",
-            "@numba.njit(parallel=True, cache=True, fastmath=False, error_model='numpy')",
-            f"def {entry}({', '.join(arg_names)}):",
-        ] + prelude + body
-        return NumbaSource("\n".join(lines) + "\n", entry, arg_names, self.inputs, self.outputs,
-                           self.kernel.pattern, fingerprint)
+        return header
 
     def prefetch_lines(self, indent: str) -> list[str]:
-        """Prefetch the random rows (by source / edge id) of entry ``j + PREFETCH_DISTANCE``."""
-        if not PREFETCH_DISTANCE or not self.random_rows:
+        """Prefetch the random rows (by source / edge id) of entry ``j + prefetch_distance``."""
+        distance, max_lines = self.schedule.prefetch_distance, self.schedule.prefetch_lines
+        if not distance or not self.random_rows:
             return []
         self.uses_prefetch = True
         inner = indent + "    "
-        lines = [f"{indent}jp = j + {PREFETCH_DISTANCE}", f"{indent}if jp < nnz:"]
+        lines = [f"{indent}jp = j + {distance}", f"{indent}if jp < nnz:"]
         rows = {row for row, *_ in self.random_rows.values()}
         if self.nbr in rows:
             lines.append(f"{inner}{self.nbr}p = indices[jp]")
@@ -1090,7 +1125,7 @@ class _Generator:
             cols = list(range(0, size, step))
             if (size * itemsize) % 64:  # rows are not line-aligned: the last line may be extra
                 cols.append(size - 1)
-            cols = sorted(set(cols))[:PREFETCH_LINES]
+            cols = sorted(set(cols))[:max_lines]
             call = "prefetch_write" if write else "prefetch"
             lines += [f"{inner}{call}({arg}, {row}p, {c})" for c in cols]
         return lines
@@ -1102,8 +1137,37 @@ class _Generator:
         return [f"{indent}for f in range({out.size}):", f"{indent}    " + template.format(f="f")]
 
 
-def generate_numba(kernel: KernelPlan) -> NumbaSource:
-    """Generate the numba module for one fused kernel (see the module docstring for its shape)."""
+@dataclass(frozen=True)
+class _Function:
+    entry: str
+    arg_names: list[str]
+    lines: list[str]
+    imports: list[str]
+
+
+def generate_numba(kernel: KernelPlan, schedule: NumbaSchedule | None = None) -> NumbaSource:
+    """Generate the numba module for one fused kernel (see the module docstring for its shape).
+
+    ``schedule`` supplies the knobs that change the source (prefetching, the hub variant); the
+    default is ``NumbaSchedule()``. A hub-capable module (``schedule.hub_threshold`` set) holds
+    two functions: the main kernel, which takes ``hub_threshold`` after ``num_edges`` and skips
+    rows with more entries, and ``<entry>_partial``, which walks tasks (chunks of hub rows) and
+    writes one partial result per task (gdsl.kernels.hub combines them)."""
     if kernel.pattern not in ("gather_reduce", "edge_map"):
         raise CompileError(f"the numba backend cannot generate a {kernel.pattern!r} kernel")
-    return _Generator(kernel).generate()
+    schedule = schedule if schedule is not None else NumbaSchedule()
+    main_gen = _Generator(kernel, schedule)
+    main = main_gen.generate()
+    functions = [main]
+    if schedule.hub:
+        functions.append(_Generator(kernel, schedule, partial=True).generate())
+    imports: list[str] = []
+    for fn_ in functions:
+        imports += [line for line in fn_.imports if line not in imports]
+    lines = main_gen.header(schedule.hub) + imports
+    for fn_ in functions:
+        lines += ["", ""] + fn_.lines
+    return NumbaSource("\n".join(lines) + "\n", main.entry, main.arg_names, main_gen.inputs,
+                       main_gen.outputs, kernel.pattern, kernel.program.fingerprint(),
+                       functions[1].entry if schedule.hub else None,
+                       functions[1].arg_names if schedule.hub else None)

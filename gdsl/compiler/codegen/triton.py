@@ -65,6 +65,7 @@ schedule knobs that choose them are a :class:`TritonConfig` (see :meth:`TritonSo
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -73,6 +74,7 @@ from typing import Any, Callable
 import torch
 
 from ...errors import CompileError
+from ...kernels.schedules import TritonConfig  # noqa: F401  (re-exported: the schedule knobs)
 from ..fusion import KernelPlan
 from ..ir import Program
 from ..ops import OPS, promote
@@ -131,38 +133,6 @@ def _paren(text: str) -> str:
 # Public types
 # ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class TritonConfig:
-    """Schedule knobs (what the autotuner varies). Block sizes are powers of two.
-
-    - ``block_e``: entries (edges) per block of a row; ``None`` picks 16..64 from the average
-      degree (when known at launch) and the tile width;
-    - ``block_f``: the widest feature tile of one program; wider outputs use more programs
-      (grid axis 1), each walking the row's edges for its slice of the features;
-    - ``block_k``: the widest vectorised inner reduction (feature sums, ``matmul``'s K); longer
-      ones loop over chunks of this size;
-    - ``rows_per_program``: CSR rows handled by one program, one after the other;
-    - ``num_warps`` / ``num_stages``: passed to the launch;
-    - ``max_tile``: a cap on the elements of one ``[BLOCK_E, BF, RB]`` tile (register pressure).
-    """
-
-    block_e: int | None = None
-    block_f: int = 128
-    block_k: int = 16
-    rows_per_program: int = 1
-    num_warps: int = 4
-    num_stages: int | None = None
-    max_tile: int = 8192
-
-    def __post_init__(self) -> None:
-        for name in ("block_e", "block_f", "block_k"):
-            value = getattr(self, name)
-            if value is not None and (value < 1 or value & (value - 1)):
-                raise ValueError(f"TritonConfig.{name} must be a power of two, got {value}")
-        if self.rows_per_program < 1 or self.num_warps < 1 or self.max_tile < 1:
-            raise ValueError("TritonConfig: rows_per_program, num_warps and max_tile must be positive")
-
-
-@dataclass(frozen=True)
 class FeatureTile:
     """The feature tile of the outputs of one flat width: constexpr ``name`` lanes per program."""
 
@@ -210,6 +180,8 @@ class TritonSource:
     fingerprint: str
     tiles: tuple[FeatureTile, ...]
     reductions: tuple[InnerReduction, ...]
+    partial_entry: str | None = None        # hub-capable modules: the chunk kernel
+    partial_arg_names: list[str] | None = None
 
     def output(self, name: str) -> OutputSpec:
         for spec in self.outputs:
@@ -332,14 +304,20 @@ class _Block:
 # The generator
 # ------------------------------------------------------------------------------------------------
 class _Generator:
-    def __init__(self, kernel: KernelPlan):
+    def __init__(self, kernel: KernelPlan, hub: bool = False, partial: bool = False):
         self.kernel = kernel
+        # hub: the main kernel skips rows above ``hub_threshold`` entries; partial: the kernel
+        # that walks chunks ("tasks") of those rows, writing row t of partial outputs.
+        self.hub = hub
+        self.partial = partial
+        self.orow = "t" if partial else "v"
         self.prog: Program = kernel.program
         if kernel.rows not in ("dst", "src"):
             raise CompileError(f"internal: kernel rows must be 'dst' or 'src', got {kernel.rows!r}")
         self.rows = kernel.rows
         self.names: set[str] = {"indptr", "indices", "eids", "num_rows", "num_edges", "v", "rr", "row0",
-                                "pid_f", "start", "end", "deg", "j0", "j", "em", "nbr", "e", "tl",
+                                "pid_f", "start", "end", "deg", "j0", "j", "em", "nbr", "e", "tl", "t",
+                                "hub_threshold", "task_row", "task_start", "task_end",
                                 "triton", "ROWS", "BLOCK_E", "_tanh", "_pow"}
         for ins in self.prog.instrs:
             _compute(ins.dtype, ins.where)
@@ -1103,15 +1081,16 @@ class _Generator:
                         accs[key] = (red, red_arg)
                 red, red_arg = accs[key]
                 result = _Val(red, frozenset({_ROW}), frozenset({0}), acc_dtype)
-                if reducer == "mean":
+                if reducer == "mean" and not self.partial:  # partial kernels leave sums
                     self.uses_deg = True
                     c_out = _compute(out.dtype)
                     mean = f"{_paren(self.text(result, out.dtype))} / tl.maximum(deg, 1).to({_TL[c_out]})"
                     result = _Val(f"({mean})", frozenset({_ROW}), frozenset({0}), out.dtype)
                 store = self.store_text(result, out.dtype, 1)
-                self.finish.append(f"tl.store({out.arg_name} + (v * {size} + {f1}), {store}, mask={fm1})")
+                o = self.orow
+                self.finish.append(f"tl.store({out.arg_name} + ({o} * {size} + {f1}), {store}, mask={fm1})")
                 if arg is not None:
-                    self.finish.append(f"tl.store({arg.arg_name} + (v * {size} + {f1}), {red_arg}, mask={fm1})")
+                    self.finish.append(f"tl.store({arg.arg_name} + ({o} * {size} + {f1}), {red_arg}, mask={fm1})")
 
     def softmax_sink(self, out: OutputSpec, lse: OutputSpec | None, i: int, size: int, fix: _Ix, f: str,
                      f1: str, fm: str, fm1: str, bf: str, mname: str) -> None:
@@ -1171,16 +1150,17 @@ class _Generator:
             self.uses_deg = True
             self.finish.append(f"{acc} = {acc} / tl.where(deg > 0, {denom}, {one})")
             result = _Val(acc, frozenset({_ROW}), frozenset({0}), dtype)
-        self.finish.append(f"tl.store({out.arg_name} + (v * {size} + {f1}), "
+        o = self.orow
+        self.finish.append(f"tl.store({out.arg_name} + ({o} * {size} + {f1}), "
                            f"{self.store_text(result, out.dtype, 1)}, mask={fm1})")
         if lse is not None:  # lanes sharing a logit write the same value to the same place
             stats = _Val(lse_name, frozenset({_ROW}), frozenset({0}), dtype)
             if xix.const is not None:
-                self.finish.append(f"tl.store({lse.arg_name} + (v * {lse.size} + {f1} * 0 + {xix.const}), "
+                self.finish.append(f"tl.store({lse.arg_name} + ({o} * {lse.size} + {f1} * 0 + {xix.const}), "
                                    f"{self.store_text(stats, lse.dtype, 1)}, mask={fm1})")
             else:
                 where = _lift(xix.text, xix.rank, 2)
-                self.finish.append(f"tl.store({lse.arg_name} + (v * {lse.size} + {where}), "
+                self.finish.append(f"tl.store({lse.arg_name} + ({o} * {lse.size} + {where}), "
                                    f"{self.store_text(stats, lse.dtype, 1)}[None, :], mask={fm})")
 
     def store_text(self, val: _Val, dtype: torch.dtype, rank: int) -> str:
@@ -1236,7 +1216,14 @@ class _Generator:
         prog = self.prog
         fingerprint = prog.fingerprint()
         entry = f"gdsl_{self.kernel.pattern}_{self.rows}_{fingerprint}"
-        arg_names = ["indptr", "indices", "eids", "num_rows", "num_edges"]
+        if self.partial:
+            entry += "_partial"
+            arg_names = ["indptr", "indices", "eids", "task_row", "task_start", "task_end", "num_rows",
+                         "num_edges"]
+        else:
+            arg_names = ["indptr", "indices", "eids", "num_rows", "num_edges"]
+            if self.hub:
+                arg_names.append("hub_threshold")
         arg_names += [spec.arg_name for spec in self.inputs] + [spec.arg_name for spec in self.outputs]
         constexprs = ["ROWS", "BLOCK_E"] + [t.name for t in self.tiles] + [r.name for r in self.reductions]
 
@@ -1246,12 +1233,25 @@ class _Generator:
         fn.items += self.prog_block.items
         rows = _Block("for rr in range(ROWS):")
         csr = "in-CSR: one destination row" if self.rows == "dst" else "out-CSR: one source row"
-        rows.items.append(f"# {csr} per iteration (the last rows are repeated, harmlessly)")
-        rows.items.append("v = tl.minimum(row0 + rr, num_rows - 1)")
-        rows.items.append("start = tl.load(indptr + v).to(tl.int64)")
-        rows.items.append("end = tl.load(indptr + v + 1).to(tl.int64)")
-        if self.uses_deg:
-            rows.items.append("deg = end - start")
+        if self.partial:
+            rows.items.append(f"# one chunk of a hub row ({csr}) per iteration, num_rows chunks in all "
+                              f"(the last are repeated, harmlessly); reductions go to row t")
+            rows.items.append("t = tl.minimum(row0 + rr, num_rows - 1)")
+            rows.items.append("v = tl.load(task_row + t).to(tl.int64)")
+            rows.items.append("start = tl.load(task_start + t).to(tl.int64)")
+            rows.items.append("end = tl.load(task_end + t).to(tl.int64)")
+            if self.uses_deg:  # the whole row's degree (chunks are never empty)
+                rows.items.append("deg = tl.load(indptr + v + 1).to(tl.int64) - tl.load(indptr + v).to(tl.int64)")
+        else:
+            rows.items.append(f"# {csr} per iteration (the last rows are repeated, harmlessly)")
+            rows.items.append("v = tl.minimum(row0 + rr, num_rows - 1)")
+            rows.items.append("start = tl.load(indptr + v).to(tl.int64)")
+            rows.items.append("end = tl.load(indptr + v + 1).to(tl.int64)")
+            if self.hub:
+                rows.items.append("# a hub row (more than hub_threshold entries): the partial kernel walks it")
+                rows.items.append("end = tl.where(end - start > hub_threshold, start, end)")
+            if self.uses_deg:
+                rows.items.append("deg = end - start")
         rows.items += self.row_block.items
         rows.items += self.acc_init
         edges = _Block("for j0 in range(start, end, BLOCK_E):")
@@ -1312,15 +1312,30 @@ class _Generator:
                       "    r = tl.where(x < 0, tl.where(integral, tl.where(odd, -r, r), float(\"nan\")), r)",
                       "    return tl.where(y == 0, 1.0, r)", ""]
         signature = ", ".join(arg_names + [f"{name}: tl.constexpr" for name in constexprs])
-        lines += ["", "@triton.jit", f"def {entry}({signature}):"]
-        lines += fn.render("    ")
+        self.function_lines = ["", "@triton.jit", f"def {entry}({signature}):"] + fn.render("    ")
+        lines += self.function_lines
         return TritonSource("\n".join(lines) + "\n", entry, arg_names, self.inputs, self.outputs,
                             self.kernel.pattern, self.rows, fingerprint, tuple(self.tiles),
                             tuple(self.reductions))
 
 
-def generate_triton(kernel: KernelPlan) -> TritonSource:
-    """Generate the Triton module for one fused kernel (see the module docstring for its shape)."""
+def generate_triton(kernel: KernelPlan, config: TritonConfig | None = None) -> TritonSource:
+    """Generate the Triton module for one fused kernel (see the module docstring for its shape).
+
+    Only ``config.hub_threshold`` changes the source (the other knobs are launch constexprs):
+    when it is set the module is hub-capable: the main kernel takes ``hub_threshold`` after
+    ``num_edges`` and skips rows with more entries, and ``<entry>_partial`` (arguments ``indptr,
+    indices, eids, task_row, task_start, task_end, num_tasks, num_edges``, inputs, outputs) walks
+    chunks of those rows, writing one partial result per chunk (gdsl.kernels.hub combines them)."""
     if kernel.pattern not in ("gather_reduce", "edge_map"):
         raise CompileError(f"the Triton backend cannot generate a {kernel.pattern!r} kernel")
-    return _Generator(kernel).generate()
+    if config is None or not config.hub:
+        return _Generator(kernel).generate()
+    main = _Generator(kernel, hub=True).generate()
+    partial_gen = _Generator(kernel, partial=True)
+    partial = partial_gen.generate()
+    if (partial.tiles, partial.reductions) != (main.tiles, main.reductions):  # pragma: no cover
+        raise CompileError("internal: the partial Triton kernel's tiles differ from the main kernel's")
+    text = main.source + "\n".join(partial_gen.function_lines) + "\n"
+    return dataclasses.replace(main, source=text, partial_entry=partial.entry,
+                               partial_arg_names=partial.arg_names)
