@@ -26,6 +26,8 @@ from . import data
 from .dsl import apply, message, reduce
 from .compiled import generated_files
 from .inspection import inspect
+from .autotuning import autotune
+from .kernels.schedules import NumbaSchedule, TritonConfig
 from .attention import edge_softmax
 from .kernels.cache import cache_dir
 from .readout import (broadcast_edges, broadcast_nodes, max_edges, max_nodes, mean_edges, mean_nodes,
@@ -45,7 +47,8 @@ __all__ = [
     "node_subgraph", "edge_subgraph", "use_backend", "available_backends", "current_backend",
     "register_backend", "GdslError", "GraphError", "FeatureError", "DeviceError", "BackendError",
     "CompileError", "function", "data", "message", "reduce", "apply",
-    "generated_files", "cache_dir", "edge_softmax", "inspect", "nn", "DGLError",
+    "generated_files", "cache_dir", "edge_softmax", "inspect", "autotune", "NumbaSchedule", "TritonConfig",
+    "nn", "DGLError",
     "readout_nodes", "readout_edges", "sum_nodes", "mean_nodes", "max_nodes", "min_nodes",
     "sum_edges", "mean_edges", "max_edges", "min_edges", "broadcast_nodes", "broadcast_edges",
     "segment_reduce",

@@ -23,12 +23,13 @@ from .compiler.interpret import Structure, evaluate
 from .compiler.ir import Program
 from .compiler.passes import dce, optimize
 from .compiler.trace import FieldSpec, Traced, trace_edge_map, trace_gather_reduce
-from .dsl import UserFunction, options_of
+from .dsl import UserFunction, autotune_of, options_of
 from .errors import BackendError, CompileError
 from .frame import RowView
 from .function import BuiltinFunction
 from .kernels.dump import dump_kernel
 from .relation import Relation
+from .scheduling import choose, kernel_key
 
 COMPUTE_DTYPES = (torch.float32, torch.float64)
 
@@ -37,30 +38,38 @@ COMPUTE_DTYPES = (torch.float32, torch.float64)
 # Kernels: code generation + runtime per back end
 # ------------------------------------------------------------------------------------------------
 class CompiledKernel:
-    """A generated kernel for one KernelPlan on one back end."""
+    """A generated kernel for one KernelPlan on one back end.
 
-    def __init__(self, kernel: KernelPlan, backend: str):
+    ``schedule`` (:class:`~gdsl.kernels.schedules.NumbaSchedule` or ``TritonConfig``) supplies the
+    knobs that change the generated source; ``run`` takes the launch's schedule, whose
+    source-changing knobs must agree."""
+
+    def __init__(self, kernel: KernelPlan, backend: str, schedule=None):
         self.plan = kernel
         self.backend = backend
         if backend == "numba":
             from .compiler.codegen.numba import generate_numba
             from .kernels.numba_runtime import NumbaKernel
-            self.source = generate_numba(kernel)
+            self.source = generate_numba(kernel, schedule)
             self.runner = NumbaKernel(self.source)
         elif backend == "triton":
             from .compiler.codegen.triton import generate_triton
             from .kernels.triton_runtime import TritonKernel
-            self.source = generate_triton(kernel)
+            self.source = generate_triton(kernel, schedule)
             self.runner = TritonKernel(self.source)
         else:
             raise BackendError(f"no code generator for backend {backend!r}")
         dump_kernel(self.runner.file_key, self.source.source, f"{kernel.describe()}\n\n{kernel.program}\n")
 
     def run(self, rel: Relation, inputs: Mapping[str, torch.Tensor],
-            params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+            params: list[torch.Tensor], schedule=None) -> dict[str, torch.Tensor]:
         csr = rel.in_csr if self.plan.rows == "dst" else rel.out_csr
         num_rows = rel.num_dst if self.plan.rows == "dst" else rel.num_src
-        return self.runner.run(csr.indptr, csr.indices, csr.eids, num_rows, rel.num_edges, inputs, params)
+        if self.backend == "numba":
+            return self.runner.run(csr.indptr, csr.indices, csr.eids, num_rows, rel.num_edges, inputs, params,
+                                   schedule=schedule)
+        return self.runner.run(csr.indptr, csr.indices, csr.eids, num_rows, rel.num_edges, inputs, params,
+                               config=schedule)
 
 
 _KERNELS: dict[tuple, CompiledKernel] = {}
@@ -71,12 +80,36 @@ def generated_files() -> list[str]:
     return [k.runner.path for k in _KERNELS.values()]
 
 
-def compiled_kernel(kernel: KernelPlan, backend: str) -> CompiledKernel:
-    """One generated kernel per (program, backend): identical programs share code."""
-    key = (kernel.program.fingerprint(), kernel.rows, backend)
-    if key not in _KERNELS:
-        _KERNELS[key] = CompiledKernel(kernel, backend)
-    return _KERNELS[key]
+def compiled_kernel(kernel: KernelPlan, backend: str, schedule=None) -> CompiledKernel:
+    """One generated kernel per (program, backend, source-changing schedule knobs): identical
+    programs share code."""
+    from .kernels.schedules import default_schedule
+    codegen = (schedule if schedule is not None else default_schedule(backend)).codegen_key() \
+        if backend in ("numba", "triton") else ()
+    key = (kernel_key(kernel), backend, codegen)
+    hit = _KERNELS.get(key)
+    if hit is None:
+        hit = _KERNELS[key] = CompiledKernel(kernel, backend, schedule)
+    return hit
+
+
+# ------------------------------------------------------------------------------------------------
+# Launching: the schedule from gdsl.scheduling (tuned, else the heuristic), or tuning first
+# ------------------------------------------------------------------------------------------------
+_TUNING: list = []  # gdsl.autotune's active sessions (the innermost tunes every launch)
+
+
+def launch_kernel(kernel: KernelPlan, backend: str, rel: Relation, inputs: Mapping[str, torch.Tensor],
+                  params: list[torch.Tensor], autotune: bool = False,
+                  direction: str = "forward") -> dict[str, torch.Tensor]:
+    """Run one kernel with its chosen schedule; when tuning is asked for (``autotune`` or inside
+    ``gdsl.autotune``) and the kernel is not tuned for this graph's signature, tune it first."""
+    choice = choose(kernel, backend, rel)
+    if choice.reason != "forced" and (_TUNING or (autotune and choice.reason != "autotuned")):
+        from .autotuning import tune_launch
+        return tune_launch(kernel, backend, rel, inputs, params, choice, direction,
+                           _TUNING[-1] if _TUNING else None)
+    return compiled_kernel(kernel, backend, choice.schedule).run(rel, inputs, params, choice.schedule)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,12 +267,14 @@ class CompiledStep:
         self.backward_plan()
         return self._backward[None][1]
 
-    def run(self, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    def run(self, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]],
+            autotune: bool = False) -> dict[str, torch.Tensor]:
+        """Run the step on ``rel``; ``autotune``: tune its kernels first on a new graph signature."""
         if _RECORDERS:
             _record("forward", self, rel)
         params = self.call_params(rel.device)
         return _run_plan(self.plan, rel, features, params, self.backend,
-                         lambda kernel, inputs: _launch_forward(self, rel, inputs, params),
+                         lambda kernel, inputs: _launch_forward(self, rel, inputs, params, autotune),
                          only_rows_with_messages=self.kind == "gather_reduce")
 
     def call_params(self, device: torch.device) -> list[torch.Tensor]:
@@ -253,13 +288,13 @@ class CompiledStep:
 
 
 def _launch_forward(step: CompiledStep, rel: Relation, inputs: dict[str, torch.Tensor],
-                    params: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+                    params: list[torch.Tensor], autotune: bool = False) -> dict[str, torch.Tensor]:
     kernel = step.kernel
     names = list(inputs)
     param_indices = [int(i.name[1:]) for i in kernel.inputs if i.space == "param" and i.name.startswith("#")]
     tensors = [inputs[n] for n in names] + [params[i] for i in param_indices]
     out_names = [name for name, _ in kernel.program.outputs]
-    results = _KernelFunction.apply(step, rel, names, param_indices, out_names, *tensors)
+    results = _KernelFunction.apply(step, rel, names, param_indices, out_names, autotune, *tensors)
     values = dict(zip(out_names, results[:len(out_names)]))
     values.update(zip(_extra_names(kernel), results[len(out_names):]))
     return values
@@ -296,18 +331,19 @@ class _KernelFunction(torch.autograd.Function):
     """A generated forward kernel whose backward runs the generated backward kernels."""
 
     @staticmethod
-    def forward(ctx, step: CompiledStep, rel: Relation, names, param_indices, out_names, *tensors):
+    def forward(ctx, step: CompiledStep, rel: Relation, names, param_indices, out_names, autotune, *tensors):
         inputs = dict(zip(names, tensors))
         params = list(step.params)
         for i, t in zip(param_indices, tensors[len(names):]):
             params[i] = t
-        raw = step.forward_kernel().run(rel, inputs, params)
+        raw = launch_kernel(step.kernel, step.backend, rel, inputs, params, autotune, "forward")
         outs = [raw[n.split(":", 1)[1]] if n.split(":", 1)[1] in raw else raw[n] for n in out_names]
         args = [raw[a.split(":", 1)[1]] if a.split(":", 1)[1] in raw else raw[a]
                 for a in _extra_names(step.kernel)]
         saved_outputs = _saved_outputs(step.kernel)
         kept = [outs[k] for k, n in enumerate(out_names) if n in saved_outputs]
         ctx.step, ctx.rel, ctx.names, ctx.param_indices, ctx.out_names = step, rel, names, param_indices, out_names
+        ctx.autotune = autotune
         ctx.save_for_backward(*tensors, *args, *kept)
         ctx.mark_non_differentiable(*args)
         return tuple(outs + args)
@@ -348,16 +384,16 @@ class _KernelFunction(torch.autograd.Function):
                 features[space][f"grad:{name}"] = torch.zeros(
                     (rows, *shape), dtype=tensors[0].dtype if tensors else torch.float32,
                     device=ctx.rel.device)
-        wanted = ctx.needs_input_grad[5:]
+        wanted = ctx.needs_input_grad[6:]
         needed = frozenset(
             [_grad_name(key) for key, want in zip(ctx.names, wanted) if want]
             + [f"param:grad:#{i}" for i, want in zip(ctx.param_indices, wanted[len(ctx.names):]) if want])
         bplan = step.backward_plan(needed)
         with torch.no_grad():
             values = _run_plan(bplan, ctx.rel, features, params, step.backend,
-                               lambda kernel, inputs: compiled_kernel(kernel, step.backend).run(
-                                   ctx.rel, inputs, params))
-        result: list[torch.Tensor | None] = [None] * 5
+                               lambda kernel, inputs: launch_kernel(kernel, step.backend, ctx.rel, inputs,
+                                                                    params, ctx.autotune, "backward"))
+        result: list[torch.Tensor | None] = [None] * 6
         for key, t in zip(ctx.names, tensors):
             space, name = key.split(":", 1)
             result.append(values.get(f"{space}:grad:{name}"))
@@ -479,7 +515,7 @@ class CompiledExecutor:
                 return self._reference("the edge function", exc).edge_map(graph, etype, func, eids)
             raise
         features, restore = _compute_dtype(features)
-        values = step.run(rel, features)
+        values = step.run(rel, features, autotune_of(func))
         return {name.split(":", 1)[1]: restore(v) for name, v in _outputs(step, values).items()}
 
     def gather_reduce(self, graph, etype, message_func, reduce_func, eids):
@@ -492,7 +528,7 @@ class CompiledExecutor:
                     graph, etype, message_func, reduce_func, eids)
             raise
         features, restore = _compute_dtype(features)
-        values = step.run(rel, features)
+        values = step.run(rel, features, autotune_of(message_func, reduce_func))
         return {name.split(":", 1)[1]: restore(v) for name, v in _outputs(step, values).items()}
 
 

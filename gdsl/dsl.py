@@ -13,7 +13,10 @@ decorator only adds options:
 
 - ``backend``: run this function's step on ``"numba"``, ``"triton"`` or ``"reference"``;
 - ``fallback="reference"``: if the function cannot be compiled, run the step on the reference
-  executor (with a warning naming the reason) instead of raising ``gdsl.CompileError``.
+  executor (with a warning naming the reason) instead of raising ``gdsl.CompileError``;
+- ``autotune=True``: the first time the step's kernels run on a graph of a new signature (sizes,
+  degree histogram, dtype, device; see ``gdsl.autotune``), time their candidate schedules on it,
+  keep the fastest correct one and store it in the cache directory for later runs and processes.
 """
 from __future__ import annotations
 
@@ -27,13 +30,14 @@ class UserFunction:
     """A user's message / reduce / apply function with compiler options."""
 
     def __init__(self, func: Callable, kind: str, backend: str | None = None,
-                 fallback: str | None = None):
+                 fallback: str | None = None, autotune: bool = False):
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
         self.func = func
         self.kind = kind
         self.backend = backend
         self.fallback = fallback
+        self.autotune = bool(autotune)
         functools.update_wrapper(self, func)
 
     def __call__(self, batch: Any) -> Any:
@@ -45,9 +49,9 @@ class UserFunction:
 
 def _decorator(kind: str):
     def decorate(func: Callable | None = None, *, backend: str | None = None,
-                 fallback: str | None = None):
+                 fallback: str | None = None, autotune: bool = False):
         def wrap(f: Callable) -> UserFunction:
-            return UserFunction(f, kind, backend, fallback)
+            return UserFunction(f, kind, backend, fallback, autotune)
         return wrap(func) if func is not None else wrap
     decorate.__name__ = kind
     decorate.__doc__ = f"Mark a {kind} function for gdsl's compiler (usable bare or with options)."
@@ -67,3 +71,8 @@ def options_of(*funcs: Any) -> tuple[str | None, str | None]:
             backend = backend or f.backend
             fallback = fallback or f.fallback
     return backend, fallback
+
+
+def autotune_of(*funcs: Any) -> bool:
+    """Whether any of the given functions asked for ``autotune=True``."""
+    return any(isinstance(f, UserFunction) and f.autotune for f in funcs)

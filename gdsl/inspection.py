@@ -29,6 +29,7 @@ from .dsl import UserFunction, options_of
 from .errors import FeatureError, GdslError
 from .function import BuiltinFunction
 from .schedule_info import ScheduleInfo, numba_schedule, triton_schedule
+from .scheduling import choose
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -44,13 +45,14 @@ class KernelInspection:
     """One fused kernel of a step: its plan, estimated cost, schedules and generated sources."""
 
     def __init__(self, direction: str, index: int, plan: KernelPlan, num_rows: int, num_edges: int,
-                 backend: str):
+                 backend: str, rel=None):
         self.direction = direction      # "forward" | "backward"
         self.index = index              # position in its step plan
         self.plan = plan
         self.num_rows = num_rows        # CSR rows it runs over (destinations or sources)
         self.num_edges = num_edges
         self.backend = backend          # the back end that would run it
+        self.rel = rel                  # the graph's relation (the schedule depends on it)
 
     @property
     def name(self) -> str:
@@ -100,11 +102,19 @@ class KernelInspection:
 
     @cached_property
     def schedules(self) -> dict[str, ScheduleInfo]:
-        """The schedule of each back end (``reason`` says why it was chosen)."""
-        out = {"numba": numba_schedule(self.num_rows)}
+        """The schedule of each back end on this graph (``reason`` says why it was chosen:
+        ``heuristic`` or ``autotuned``; ``default`` when no graph is known)."""
+        numba_choice = self._choice("numba")
+        out = {"numba": numba_schedule(self.num_rows, *numba_choice)}
         if not isinstance(self._triton, str):
-            out["triton"] = triton_schedule(self._triton, self.num_rows, self.num_edges)
+            out["triton"] = triton_schedule(self._triton, self.num_rows, self.num_edges, *self._choice("triton"))
         return out
+
+    def _choice(self, backend: str) -> tuple:
+        if self.rel is None:
+            return ()
+        choice = choose(self.plan, backend, self.rel)
+        return choice.schedule, choice.reason, choice.why
 
     @property
     def schedule(self) -> ScheduleInfo:
@@ -143,8 +153,9 @@ class Inspection:
     """
 
     def __init__(self, step: CompiledStep, num_src: int, num_dst: int, num_edges: int, backend: str,
-                 title: str = ""):
+                 title: str = "", rel=None):
         self.step = step
+        self.rel = rel
         self.kind = step.kind
         self.num_src, self.num_dst, self.num_edges = num_src, num_dst, num_edges
         self.backend = backend
@@ -202,10 +213,10 @@ class Inspection:
 
     @cached_property
     def kernels(self) -> list[KernelInspection]:
-        out = [KernelInspection("forward", i, k, self._rows(k), self.num_edges, self.backend)
+        out = [KernelInspection("forward", i, k, self._rows(k), self.num_edges, self.backend, self.rel)
                for i, k in enumerate(self.plan.kernels)]
         if self.backward_plan is not None:
-            out += [KernelInspection("backward", i, k, self._rows(k), self.num_edges, self.backend)
+            out += [KernelInspection("backward", i, k, self._rows(k), self.num_edges, self.backend, self.rel)
                     for i, k in enumerate(self.backward_plan.kernels)]
         return out
 
@@ -399,7 +410,7 @@ def inspect(g: "Graph", mfunc: Any, rfunc: Any = None, /, *args: Any, etype=None
             title = f"gather_reduce (message {_name(mfunc)}, reduce {_name(rfunc)})"
         step, backend = _step(g, key, kind, funcs)
         rel = g._relations[key]
-        return Inspection(step, rel.num_src, rel.num_dst, rel.num_edges, backend, title)
+        return Inspection(step, rel.num_src, rel.num_dst, rel.num_edges, backend, title, rel)
 
 
 def _is_step_function(func: Any) -> bool:
@@ -473,8 +484,10 @@ def _step(g, key, kind: str, funcs: tuple) -> tuple[CompiledStep, str]:
                            f"it on the graph ({exc})") from None
 
 
-def _inspect_model(g, model, inputs, etype, ndata, edata, srcdata, dstdata, example) -> ModelInspection:
-    name = type(model).__name__ if isinstance(model, torch.nn.Module) else _name(model)
+def run_model(g, model, inputs, etype, ndata, edata, srcdata, dstdata, example) -> tuple[Any, list, bool]:
+    """Run ``model(g, *inputs)`` (features placed as ``gdsl.inspect`` places them, in a local
+    scope) and a backward of the sum of its outputs that need gradients, recording every compiled
+    step launched. Returns ``(outputs, events, ran_backward)`` (events as ``record_steps``)."""
     with g.local_scope():
         key = g._etype(etype) if example else None
         _place(g, key, ndata, edata, srcdata, dstdata, example)
@@ -488,13 +501,20 @@ def _inspect_model(g, model, inputs, etype, ndata, edata, srcdata, dstdata, exam
                     torch.autograd.grad(loss, leaves, allow_unused=True)
                 else:
                     loss.backward()
+    return outputs, events, bool(outs)
+
+
+def _inspect_model(g, model, inputs, etype, ndata, edata, srcdata, dstdata, example) -> ModelInspection:
+    name = type(model).__name__ if isinstance(model, torch.nn.Module) else _name(model)
+    outputs, events, ran_backward = run_model(g, model, inputs, etype, ndata, edata, srcdata, dstdata, example)
+    outs = ran_backward
     backend = current_backend(g.device)
     steps: list[Inspection] = []
     backward_runs: dict[int, int] = {}
     for direction, step, rel in events:
         if direction == "forward":
             title = f"{step.kind} step writing {', '.join(name for name, _ in step.program.outputs)}"
-            steps.append(Inspection(step, rel.num_src, rel.num_dst, rel.num_edges, step.backend, title))
+            steps.append(Inspection(step, rel.num_src, rel.num_dst, rel.num_edges, step.backend, title, rel))
         else:
             backward_runs[id(step)] = backward_runs.get(id(step), 0) + 1
     for s in steps:

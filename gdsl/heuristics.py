@@ -1,0 +1,163 @@
+"""Schedules without tuning: a heuristic from the graph signature, and the candidates to tune.
+
+:func:`heuristic` is what a kernel runs with when nothing was tuned for its graph: a schedule
+and one line saying why. :func:`candidates` lists the schedules the autotuner times (the default
+and the heuristic always among them). Both read only the kernel's shape (its widest output) and
+the :class:`~gdsl.kernels.signature.GraphSignature` of the graph it runs on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from .compiler.fusion import KernelPlan
+from .kernels.schedules import NumbaSchedule, TritonConfig
+from .kernels.signature import GraphSignature
+
+# numba: a row with more entries than HUB_FACTOR x a part's fair share of the work (and at least
+# HUB_MIN_DEGREE) is a hub: one thread walking it alone would finish long after the others.
+HUB_FACTOR = 2
+HUB_MIN_DEGREE = 4096
+# Triton: a row with more than TRITON_HUB_FACTOR x the mean degree (and at least
+# TRITON_HUB_MIN_DEGREE entries) keeps one program busy long after the others finished.
+TRITON_HUB_FACTOR = 64
+TRITON_HUB_MIN_DEGREE = 4096
+
+
+def _pow2(n: float) -> int:
+    n = int(math.ceil(n))
+    return 1 if n <= 1 else 1 << (n - 1).bit_length()
+
+
+def kernel_width(kernel: KernelPlan) -> int:
+    """The widest flat feature size the kernel writes (per row or per edge)."""
+    return max((math.prod(kernel.program.instrs[i].shape) for _, i in kernel.program.outputs), default=1)
+
+
+def numba_threads() -> int:
+    import numba
+    return numba.get_num_threads()
+
+
+def fair_share(sig: GraphSignature, rows: str, parts: int) -> float:
+    """The work (entries + rows) of one of ``parts`` equal parts of a kernel over ``rows``."""
+    return (sig.num_edges + sig.rows(rows)) / max(1, parts)
+
+
+# ------------------------------------------------------------------------------------------------
+# The heuristic
+# ------------------------------------------------------------------------------------------------
+def heuristic(backend: str, kernel: KernelPlan, sig: GraphSignature):
+    """``(schedule, why)`` for ``kernel`` on a graph of signature ``sig``."""
+    if backend == "numba":
+        return numba_heuristic(kernel, sig)
+    if backend == "triton":
+        return triton_heuristic(kernel, sig)
+    raise ValueError(f"no schedules for back end {backend!r}")
+
+
+def numba_heuristic(kernel: KernelPlan, sig: GraphSignature, threads: int | None = None
+                    ) -> tuple[NumbaSchedule, str]:
+    threads = threads or numba_threads()
+    base = NumbaSchedule()
+    parts = threads * base.parts_per_thread
+    share = fair_share(sig, kernel.rows, parts)
+    top = sig.max_degree(kernel.rows)
+    why = (f"{base.parts_per_thread} edge-balanced parts per thread x {threads} threads (a part: ~{share:.0f} "
+           f"entries + rows); prefetch {base.prefetch_distance} entries ahead")
+    if top > HUB_FACTOR * share and top >= HUB_MIN_DEGREE:
+        threshold = max(HUB_MIN_DEGREE // 2, int(share))
+        chunk = max(1024, threshold // 2)
+        schedule = dataclasses.replace(base, hub_threshold=threshold, hub_chunk=chunk)
+        return schedule, (why + f"; the largest row ({top} entries) exceeds {HUB_FACTOR}x a part, so rows "
+                          f"above {threshold} entries are split into chunks of {chunk} across threads")
+    return base, why + f"; no hub rows (largest {top} entries <= {HUB_FACTOR}x a part or < {HUB_MIN_DEGREE})"
+
+
+def triton_heuristic(kernel: KernelPlan, sig: GraphSignature) -> tuple[TritonConfig, str]:
+    rows = sig.rows(kernel.rows)
+    mean = sig.mean_degree(kernel.rows)
+    width = kernel_width(kernel)
+    lanes = _pow2(width)
+    # several rows per program when rows are short: fewer programs, each with enough work
+    per_program = 4 if mean < 4 else 2 if mean < 16 else 1
+    if rows < 4096:  # a small grid: keep programs many, one row each
+        per_program = 1
+    block_e = min(128, max(16, _pow2(mean)))
+    block_f = min(lanes, 256 if mean < 16 else 128)
+    tile = block_e * min(lanes, block_f)
+    num_warps = 2 if tile <= 2048 else 4 if tile <= 8192 else 8
+    config = TritonConfig(block_e=block_e, block_f=block_f, rows_per_program=per_program, num_warps=num_warps)
+    why = (f"mean degree {mean:.1f}, {rows} rows, {width}-wide outputs: {per_program} row(s) per program, "
+           f"BLOCK_E {block_e} from the mean degree, feature tile up to {block_f}, {num_warps} warps for a "
+           f"{tile}-element tile")
+    top = sig.max_degree(kernel.rows)
+    threshold = max(TRITON_HUB_MIN_DEGREE, int(TRITON_HUB_FACTOR * max(mean, 1.0)))
+    if top > threshold:
+        config = dataclasses.replace(config, hub_threshold=threshold, hub_chunk=1024)
+        why += f"; rows above {threshold} entries (largest {top}) split across programs of 1024 entries"
+    return config, why
+
+
+# ------------------------------------------------------------------------------------------------
+# Candidates for the autotuner
+# ------------------------------------------------------------------------------------------------
+def candidates(backend: str, kernel: KernelPlan, sig: GraphSignature) -> list:
+    """The schedules the autotuner times for ``kernel`` on ``sig`` (default and heuristic first)."""
+    if backend == "numba":
+        return numba_candidates(kernel, sig)
+    if backend == "triton":
+        return triton_candidates(kernel, sig)
+    raise ValueError(f"no schedules for back end {backend!r}")
+
+
+def _unique(items: list) -> list:
+    out = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
+
+
+def numba_candidates(kernel: KernelPlan, sig: GraphSignature, threads: int | None = None) -> list[NumbaSchedule]:
+    threads = threads or numba_threads()
+    default = NumbaSchedule()
+    chosen, _ = numba_heuristic(kernel, sig, threads)
+    out = [default, chosen]
+    for prefetch in (0, 8, 16):
+        for parts in (2, 8, 32):
+            out.append(NumbaSchedule(parts_per_thread=parts, prefetch_distance=prefetch))
+    # hub rows: split at a part's fair share, when some row exceeds it (any size: small graphs too)
+    share = fair_share(sig, kernel.rows, threads * default.parts_per_thread)
+    top = sig.max_degree(kernel.rows)
+    if top > HUB_FACTOR * share:
+        threshold = max(1, int(share))
+        for chunk in (max(1, threshold // 2), max(1, threshold // 8)):
+            out.append(NumbaSchedule(hub_threshold=threshold, hub_chunk=chunk))
+    return _unique(out)
+
+
+def triton_candidates(kernel: KernelPlan, sig: GraphSignature) -> list[TritonConfig]:
+    default = TritonConfig()
+    chosen, _ = triton_heuristic(kernel, sig)
+    lanes = _pow2(kernel_width(kernel))
+    out = [default, chosen]
+    base = dataclasses.replace(chosen, hub_threshold=None)
+    for per_program in (1, 2, 4, 8):
+        out.append(dataclasses.replace(base, rows_per_program=per_program))
+    for block_e in (16, 32, 64, 128):
+        out.append(dataclasses.replace(base, block_e=block_e))
+    for block_f in (32, 64, 128, 256):
+        if block_f <= max(32, lanes):
+            out.append(dataclasses.replace(base, block_f=block_f))
+    for num_warps in (1, 2, 4, 8):
+        out.append(dataclasses.replace(base, num_warps=num_warps))
+    for num_stages in (1, 2, 3):
+        out.append(dataclasses.replace(base, num_stages=num_stages))
+    top = sig.max_degree(kernel.rows)
+    mean = max(sig.mean_degree(kernel.rows), 1.0)
+    if top > 8 * mean:
+        threshold = max(1, int(8 * mean))
+        for chunk in (256, 1024):
+            out.append(dataclasses.replace(base, hub_threshold=threshold, hub_chunk=chunk))
+    return _unique(out)

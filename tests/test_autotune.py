@@ -1,0 +1,403 @@
+"""Schedules and autotuning (issue 5): every schedule computes what the reference computes, the
+autotuner picks, stores and reuses a schedule, survives a corrupt cache, and graph signatures
+bucket similar graphs together.
+
+No timing is asserted: which candidate wins depends on the machine and its load; the tests check
+only that one correct candidate is chosen and how it is stored and found again.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+
+import gdsl
+import gdsl.function as fn
+from gdsl import autotuning, heuristics, scheduling
+from gdsl.kernels import tuning_store
+from gdsl.kernels.schedules import NumbaSchedule, TritonConfig, schedule_from_dict
+from gdsl.kernels.signature import coarse_histogram, degree_bucket, size_bucket
+from strategies import graph_cases
+
+pytest.importorskip("numba")
+F64 = torch.float64
+TRITON = "triton" in gdsl.available_backends() and os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cache_dir(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("gdsl_autotune_cache")
+        mp.setenv("GDSL_CACHE_DIR", str(path))
+        scheduling.forget()
+        yield path
+    scheduling.forget()
+
+
+@pytest.fixture
+def fresh_store(tmp_path, monkeypatch):
+    """An empty cache directory and no in-memory choices (kernels compiled before stay cached)."""
+    monkeypatch.setenv("GDSL_CACHE_DIR", str(tmp_path))
+    scheduling.forget()
+    yield tmp_path
+    scheduling.forget()
+
+
+# ------------------------------------------------------------------------------------------------
+# The patterns: gather-reduce (max with its winners, mean with an edge weight) and attention
+# ------------------------------------------------------------------------------------------------
+def gat_message(edges):
+    return {"m": edges.src["ft"], "e": F.leaky_relu(edges.src["el"] + edges.dst["er"], 0.2)}
+
+
+def gat_reduce(nodes):
+    alpha = torch.softmax(nodes.mailbox["e"], 1)
+    return {"h": (alpha * nodes.mailbox["m"]).sum(1)}
+
+
+PATTERNS = {
+    "copy_u_max": (fn.copy_u("x", "m"), fn.max("m", "h"), {"src:x": (3,)}),
+    "u_mul_e_mean": (fn.u_mul_e("x", "w", "m"), fn.mean("m", "h"), {"src:x": (4,), "edge:w": (1,)}),
+    "gat": (gat_message, gat_reduce, {"src:ft": (2, 3), "src:el": (2, 1), "dst:er": (2, 1)}),
+}
+
+
+def _features(case, shapes, seed):
+    gen = torch.Generator().manual_seed(seed)
+    rows = {"src": case.num_src, "dst": case.num_dst, "edge": case.num_edges}
+    return {k: torch.randn((rows[k.split(":")[0]], *s), generator=gen, dtype=F64) for k, s in shapes.items()}
+
+
+def _run(backend, g, message, reduce, feats, schedule=None):
+    """Forward and the gradients of a weighted sum of the output, on ``backend``."""
+    leaves = {k: v.detach().clone().requires_grad_() for k, v in feats.items()}
+    forced = scheduling.use_schedule(schedule) if schedule is not None else _null()
+    with gdsl.use_backend(backend), g.local_scope(), forced:
+        for key, value in leaves.items():
+            space, name = key.split(":")
+            {"src": g.srcdata, "dst": g.dstdata, "edge": g.edata}[space][name] = value
+        g.update_all(message, reduce)
+        out = g.dstdata["h"]
+    weight = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).reshape(out.shape)
+    grads = torch.autograd.grad((out * weight).sum(), list(leaves.values()), allow_unused=True)
+    return out, dict(zip(leaves, grads))
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _candidates(backend, g, message, reduce, feats):
+    """Every kernel's candidate schedules on this graph (forward and backward), plus hub splits
+    small enough to cut the drawn hub rows into several chunks."""
+    placed = {k.split(":")[1]: v for k, v in feats.items()}
+    ins = gdsl.inspect(g, message, reduce, **placed)
+    rel = ins.rel
+    found = []
+    for k in ins.kernels:
+        sig = scheduling.signature(rel, scheduling.kernel_dtype(k.plan))
+        found += heuristics.candidates(backend, k.plan, sig)
+    if backend == "numba":
+        found += [NumbaSchedule(hub_threshold=8, hub_chunk=5), NumbaSchedule(hub_threshold=1, hub_chunk=1,
+                                                                             parts_per_thread=1)]
+    return heuristics._unique(found)
+
+
+def _check(got, want):
+    out, grads = got
+    ref_out, ref_grads = want
+    torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-9)
+    for key in ref_grads:
+        if ref_grads[key] is None:
+            assert grads[key] is None or not grads[key].abs().sum(), key
+        else:
+            torch.testing.assert_close(grads[key], ref_grads[key], rtol=1e-9, atol=1e-9, msg=key)
+
+
+@pytest.mark.parametrize("pattern", list(PATTERNS))
+@settings(max_examples=6, deadline=None)
+@given(case=graph_cases(max_nodes=10, max_edges=25, hub=True, idtypes=(torch.int64,), min_nodes=1))
+def test_every_numba_candidate_matches_the_reference(pattern, case):
+    """Every numba candidate (parts per thread, prefetch distance, hub splitting) gives the
+    reference executor's outputs and gradients on graphs with a hub node."""
+    message, reduce, shapes = PATTERNS[pattern]
+    g = case.build()
+    feats = _features(case, shapes, seed=case.num_edges)
+    want = _run("reference", g, message, reduce, feats)
+    schedules = _candidates("numba", g, message, reduce, feats)
+    assert any(s.hub for s in schedules)  # the hub strategy is among them on these graphs
+    for schedule in schedules:
+        _check(_run("numba", g, message, reduce, feats, schedule), want)
+
+
+@pytest.mark.skipif(not TRITON, reason="Triton interpreter not available")
+@pytest.mark.parametrize("pattern", ["copy_u_max", "gat"])
+@settings(max_examples=2, deadline=None)
+@given(case=graph_cases(max_nodes=8, max_edges=15, hub=True, idtypes=(torch.int64,), min_nodes=1))
+def test_triton_schedules_match_the_reference(pattern, case):
+    """A couple of Triton configurations (several rows per program, small blocks, hub rows split
+    across programs) in the interpreter."""
+    message, reduce, shapes = PATTERNS[pattern]
+    g = case.build()
+    feats = _features(case, shapes, seed=case.num_edges)
+    want = _run("reference", g, message, reduce, feats)
+    for config in (TritonConfig(rows_per_program=3, block_e=4, block_f=2, num_warps=2),
+                   TritonConfig(block_e=8, hub_threshold=6, hub_chunk=4)):
+        _check(_run("triton", g, message, reduce, feats, config), want)
+
+
+# ------------------------------------------------------------------------------------------------
+# Schedules, signatures, heuristic
+# ------------------------------------------------------------------------------------------------
+def test_schedules_round_trip_and_reject_bad_entries():
+    for s in (NumbaSchedule(), NumbaSchedule(parts_per_thread=3, prefetch_distance=0, hub_threshold=9),
+              TritonConfig(), TritonConfig(block_e=32, rows_per_program=4, num_stages=2, hub_threshold=100)):
+        assert schedule_from_dict(s.backend, json.loads(json.dumps(s.to_dict()))) == s
+    with pytest.raises(ValueError, match="unknown"):
+        schedule_from_dict("numba", {"parts_per_thread": 2, "bogus": 1})
+    with pytest.raises(ValueError, match="integer"):
+        schedule_from_dict("triton", {"block_e": "16"})
+    with pytest.raises(ValueError):
+        NumbaSchedule(parts_per_thread=0)
+    with pytest.raises(ValueError, match="power of two"):
+        TritonConfig(block_f=48)
+    # what changes the generated source is part of the compiled-kernel key; the rest is not
+    assert NumbaSchedule(parts_per_thread=2).codegen_key() == NumbaSchedule().codegen_key()
+    assert NumbaSchedule(prefetch_distance=0).codegen_key() != NumbaSchedule().codegen_key()
+    assert NumbaSchedule(hub_threshold=5).codegen_key() != NumbaSchedule().codegen_key()
+    assert TritonConfig(block_e=64).codegen_key() == TritonConfig().codegen_key()
+
+
+def _signature(src, dst, n, dtype=torch.float32):
+    g = gdsl.graph((src, dst), num_nodes=n)
+    return scheduling.signature(g._relations[g._etype(None)], dtype)
+
+
+def test_signature_buckets_similar_graphs_together():
+    assert [size_bucket(n) for n in (0, 1, 3, 1000, 1100)] == [0, 2, 4, 20, 20]
+    assert [degree_bucket(d) for d in (0, 1, 3, 4, 15, 16, 63, 64)] == [0, 1, 1, 2, 2, 3, 3, 4]
+    assert coarse_histogram([10, 5, 5]) == (4, 4)  # half of the rows have degree 0, half 1..3
+    gen = torch.Generator().manual_seed(0)
+
+    def uniform(n, e):
+        return torch.randint(0, n, (e,), generator=gen), torch.randint(0, n, (e,), generator=gen)
+
+    a = _signature(*uniform(1000, 8000), 1000)
+    b = _signature(*uniform(1040, 8200), 1040)           # another draw, a few % larger
+    assert a == b and a.key == b.key and a.num_edges != b.num_edges
+    assert _signature(*uniform(4000, 8000), 4000).key != a.key            # another size
+    assert _signature(*uniform(1000, 8000), 1000, torch.float64).key != a.key  # another dtype
+    src, dst = uniform(1000, 8000)
+    dst[:3000] = 5                                                        # a hub
+    hub = _signature(src, dst, 1000)
+    assert hub.key != a.key and hub.max_in_degree >= 3000
+    assert hub.describe().startswith("1000 src / 1000 dst nodes, 8000 edges")
+
+
+def test_heuristic_splits_hub_rows_and_reports_why():
+    g = gdsl.graph(([0, 1, 2], [1, 2, 0]))
+    ins = gdsl.inspect(g, fn.copy_u("h", "m"), fn.sum("m", "o"), h=torch.randn(3, 4))
+    plan = ins.kernels[0].plan
+    big = scheduling.signature(ins.rel, torch.float32)
+    big = type(big)(**{**big.__dict__, "num_edges": 10**6, "num_dst": 10**5, "num_src": 10**5,
+                       "max_in_degree": 300_000, "mean_in_degree": 10.0})
+    schedule, why = heuristics.numba_heuristic(plan, big, threads=64)
+    assert schedule.hub and "split" in why
+    config, why = heuristics.triton_heuristic(plan, big)
+    assert config.hub and config.rows_per_program == 2 and "mean degree 10.0" in why
+    small, why = heuristics.numba_heuristic(plan, scheduling.signature(ins.rel, torch.float32), threads=2)
+    assert small == NumbaSchedule() and "no hub rows" in why
+
+
+# ------------------------------------------------------------------------------------------------
+# The autotuner
+# ------------------------------------------------------------------------------------------------
+def _tuning_graph():
+    gen = torch.Generator().manual_seed(3)
+    src = torch.randint(0, 300, (2000,), generator=gen)
+    dst = torch.randint(0, 300, (2000,), generator=gen)
+    dst[:400] = 7  # a hub row
+    return gdsl.graph((src, dst), num_nodes=300)
+
+
+CANDIDATES = [NumbaSchedule(parts_per_thread=2), NumbaSchedule(parts_per_thread=32, prefetch_distance=0),
+              NumbaSchedule(hub_threshold=64, hub_chunk=32)]
+
+
+def test_autotune_picks_a_candidate_stores_it_and_inspect_reports_it(fresh_store, caplog):
+    g = _tuning_graph()
+    h = torch.randn(300, 8)
+    before = dict(autotuning.STATS)
+    with caplog.at_level(logging.INFO, logger="gdsl.autotune"):
+        result = gdsl.autotune(g, (fn.copy_u("h", "m"), fn.sum("m", "o")), h=h, candidates=CANDIDATES,
+                               repeats=2, progress=False)
+    assert [k.direction for k in result.kernels] == ["forward", "backward"]
+    assert len(result.tuned) == 2 and not result.cached
+    for k in result.kernels:
+        assert k.schedule in [NumbaSchedule()] + CANDIDATES
+        assert [c.status for c in k.candidates] == ["ok"] * 4
+        assert all(c.median_ms > 0 for c in k.candidates) and k.winner.schedule == k.schedule
+        data = json.loads(open(k.path).read())
+        assert os.path.dirname(k.path) == os.path.join(str(fresh_store), "autotune")
+        assert schedule_from_dict("numba", data["schedule"]) == k.schedule
+        assert data["key"]["kernel"] == scheduling.kernel_key(k.kernel) and data["key"]["gdsl"] == gdsl.__version__
+        assert len(data["candidates"]) == 4 and data["tuning_seconds"] > 0
+    assert autotuning.STATS["timed_candidates"] - before["timed_candidates"] == 8
+    text = str(result)
+    assert "median ms" in text and "winner:" in text and "* " in text and "default" in text
+    assert any("wins at" in r.getMessage() for r in caplog.records)
+    # the tuned schedules are used, and reported by gdsl.inspect
+    ins = gdsl.inspect(g, fn.copy_u("h", "m"), fn.sum("m", "o"), h=h)
+    assert [k.schedule.reason for k in ins.kernels] == ["autotuned", "autotuned"]
+    assert ins.kernels[0].schedule.schedule == result.kernels[0].schedule
+    assert "numba  (autotuned)" in str(ins)
+    # the tuned step still computes the sum
+    with g.local_scope():
+        g.ndata["h"] = h
+        g.update_all(fn.copy_u("h", "m"), fn.sum("m", "o"))
+        src, dst = g.edges()
+        torch.testing.assert_close(g.ndata["o"], torch.zeros_like(h).index_add_(0, dst, h[src]))
+    # a second autotune call reuses what is stored (force=True would time again)
+    again = gdsl.autotune(g, (fn.copy_u("h", "m"), fn.sum("m", "o")), h=h, candidates=CANDIDATES,
+                          progress=False)
+    assert len(again.cached) == 2 and not again.tuned and "stored result reused" in str(again)
+
+
+def test_a_new_process_reuses_the_stored_result_without_timing(fresh_store):
+    script = textwrap.dedent("""
+        import logging, sys, torch
+        import gdsl, gdsl.function as fn
+        from gdsl import autotuning
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+        gen = torch.Generator().manual_seed(3)
+        src = torch.randint(0, 300, (2000,), generator=gen)
+        dst = torch.randint(0, 300, (2000,), generator=gen)
+        dst[:400] = 7
+        g = gdsl.graph((src, dst), num_nodes=300)
+        candidates = [gdsl.NumbaSchedule(parts_per_thread=2)]
+        result = gdsl.autotune(g, (fn.copy_u("h", "m"), fn.sum("m", "o")), h=torch.randn(300, 8),
+                               candidates=candidates, repeats=1, progress=False)
+        print(len(result.tuned), len(result.cached), autotuning.STATS["timed_candidates"])
+    """)
+    env = {**os.environ, "GDSL_CACHE_DIR": str(fresh_store)}
+    first = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.split() == ["2", "0", "4"]
+    second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["0", "2", "0"]  # nothing tuned, nothing timed
+    assert second.stderr.count("using the tuned schedule in") == 2
+
+
+def test_autotune_decorator_tunes_on_the_first_call_of_a_new_signature(fresh_store):
+    @gdsl.message(autotune=True)
+    def scaled(edges):
+        return {"m": edges.src["h"] * 2.0}
+
+    g = _tuning_graph()
+    h = torch.randn(300, 4)
+    before = autotuning.STATS["tuned_kernels"]
+    for _ in range(2):
+        with g.local_scope():
+            g.ndata["h"] = h
+            g.update_all(scaled, fn.sum("m", "o"))
+            out = g.ndata["o"]
+    assert autotuning.STATS["tuned_kernels"] - before == 1  # the forward kernel, once
+    src, dst = g.edges()
+    torch.testing.assert_close(out, torch.zeros_like(h).index_add_(0, dst, 2.0 * h[src]))
+    assert len(tuning_store.entries()) == 1
+    small = gdsl.graph(([0, 1, 2], [1, 2, 0]))
+    with small.local_scope():  # another signature: tuned again
+        small.ndata["h"] = torch.randn(3, 4)
+        small.update_all(scaled, fn.sum("m", "o"))
+    assert autotuning.STATS["tuned_kernels"] - before == 2
+
+
+def test_a_corrupt_or_stale_entry_is_ignored_with_a_warning_and_tuned_again(fresh_store):
+    g = _tuning_graph()
+    target = (fn.copy_u("h", "m"), fn.sum("m", "o"))
+    h = torch.randn(300, 8)
+    first = gdsl.autotune(g, target, h=h, candidates=CANDIDATES[:1], repeats=1, progress=False)
+    paths = [k.path for k in first.kernels]
+    with open(paths[0], "w") as fh:
+        fh.write('{"format": 1, "key": {"kern')               # a torn / corrupt file
+    data = json.loads(open(paths[1]).read())
+    data["key"]["numba"] = "0.0.1"                            # stale: another version's entry
+    with open(paths[1], "w") as fh:
+        json.dump(data, fh)
+    scheduling.forget()
+    before = autotuning.STATS["tuned_kernels"]
+    with pytest.warns(RuntimeWarning, match="ignoring the tuning cache entry") as record:
+        again = gdsl.autotune(g, target, h=h, candidates=CANDIDATES[:1], repeats=1, progress=False)
+    assert any("not valid JSON" in str(w.message) for w in record)
+    assert any("stale" in str(w.message) for w in record)
+    assert len(again.tuned) == 2 and autotuning.STATS["tuned_kernels"] - before == 2
+    for path in paths:  # rewritten whole
+        assert json.loads(open(path).read())["format"] == 1
+
+
+def test_failing_and_wrong_candidates_are_skipped_with_a_log_line(fresh_store, caplog, monkeypatch):
+    real = autotuning.compiled_kernel
+
+    class Wrong:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def run(self, *args, **kwargs):
+            return {k: v + 1 if v.is_floating_point() else v for k, v in self.inner.run(*args, **kwargs).items()}
+
+    def patched(kernel, backend, schedule=None):
+        if schedule is not None and schedule.parts_per_thread == 3:
+            raise RuntimeError("no code for you")
+        if schedule is not None and schedule.parts_per_thread == 5:
+            return Wrong(real(kernel, backend, schedule))
+        return real(kernel, backend, schedule)
+
+    monkeypatch.setattr(autotuning, "compiled_kernel", patched)
+    g = _tuning_graph()
+    with caplog.at_level(logging.INFO, logger="gdsl.autotune"):
+        result = gdsl.autotune(g, (fn.copy_u("h", "m"), fn.sum("m", "o")), h=torch.randn(300, 8), repeats=1,
+                               candidates=[NumbaSchedule(parts_per_thread=3), NumbaSchedule(parts_per_thread=5),
+                                           NumbaSchedule(parts_per_thread=2)], progress=False)
+    for k in result.kernels:
+        status = {c.schedule.parts_per_thread: c.status for c in k.candidates}
+        assert status == {8: "ok", 3: "failed", 5: "wrong result", 2: "ok"}
+        assert k.schedule.parts_per_thread in (8, 2)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("failed to compile or run" in m and "no code for you" in m for m in messages)
+    assert any("differs from the default" in m for m in messages)
+    assert "wrong result" in str(result) and "failed" in str(result)
+
+
+def test_autotune_a_model_and_an_edge_function(fresh_store):
+    class TwoLayers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, g, x):
+            with g.local_scope():
+                g.ndata["h"] = self.lin(x)
+                g.update_all(fn.copy_u("h", "m"), fn.mean("m", "h"))
+                g.update_all(fn.copy_u("h", "m"), fn.mean("m", "h"))  # the same kernel: tuned once
+                return g.ndata["h"]
+
+    g = _tuning_graph()
+    result = gdsl.autotune(g, TwoLayers(), torch.randn(300, 4), candidates=CANDIDATES[:1], repeats=1,
+                           progress=False)
+    assert [k.direction for k in result.kernels] == ["forward", "backward"]
+    edge = gdsl.autotune(g, fn.u_dot_v("h", "h", "s"), h=torch.randn(300, 4), candidates=CANDIDATES[:1],
+                         repeats=1, progress=False)
+    assert [k.kernel.pattern for k in edge.kernels][0] == "edge_map" and len(edge.tuned) >= 1
