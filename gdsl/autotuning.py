@@ -7,12 +7,15 @@ kernel launch tuned (:func:`tune_launch`); ``autotune=True`` on ``@gdsl.message`
 Tuning one kernel on one graph (signature :mod:`gdsl.kernels.signature`):
 
 1. the candidates (:func:`gdsl.heuristics.candidates`, or the caller's) are each compiled and run
-   once (warm-up, compilation included), then timed: the median of ``repeats`` runs (CUDA
-   synchronised around each);
+   once (compilation included; ``warmup - 1`` more runs follow);
 2. every candidate's outputs are compared with the default schedule's (``NumbaSchedule()`` /
    ``TritonConfig()``); a candidate that fails to compile or run, or disagrees, is skipped with a
    log line (logger ``gdsl.autotune``) and cannot win;
-3. the fastest correct candidate is stored on disk (:mod:`gdsl.kernels.tuning_store`, keyed by
+3. the correct candidates are timed in ``repeats`` interleaved rounds (each round runs every
+   candidate once, in a rotating order, so that a change of machine load falls on all of them; one
+   measurement repeats a fast kernel until it lasts ``MIN_MEASURE_MS``; CUDA is synchronised around
+   it); a candidate's time is its median over the rounds;
+4. the fastest correct candidate is stored on disk (:mod:`gdsl.kernels.tuning_store`, keyed by
    kernel hash, graph signature, device name and gdsl / triton / numba versions) and remembered in
    memory (:mod:`gdsl.scheduling`), so later launches, and later processes, use it without timing.
 

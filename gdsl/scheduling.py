@@ -43,23 +43,31 @@ class Choice:
 # ------------------------------------------------------------------------------------------------
 # Keys
 # ------------------------------------------------------------------------------------------------
-_KERNEL_KEYS: dict[int, tuple[KernelPlan, str]] = {}  # id -> (the plan, held so ids stay unique; key)
+# id -> (the plan, held so that ids stay unique; its key; its dtype): launches ask for both
+_KERNEL_INFO: dict[int, tuple[KernelPlan, str, torch.dtype]] = {}
+
+
+def _info(kernel: KernelPlan) -> tuple[KernelPlan, str, torch.dtype]:
+    hit = _KERNEL_INFO.get(id(kernel))
+    if hit is None or hit[0] is not kernel:
+        text = f"{kernel.pattern}|{kernel.rows}|{kernel.program.fingerprint()}"
+        hit = (kernel, hashlib.sha256(text.encode()).hexdigest()[:16], _kernel_dtype(kernel))
+        _KERNEL_INFO[id(kernel)] = hit
+    return hit
 
 
 def kernel_key(kernel: KernelPlan) -> str:
     """A stable hash of a kernel plan: its program (ops, dtypes, shapes), rows and pattern
-    (memoised per plan object: launches call it)."""
-    hit = _KERNEL_KEYS.get(id(kernel))
-    if hit is not None and hit[0] is kernel:
-        return hit[1]
-    text = f"{kernel.pattern}|{kernel.rows}|{kernel.program.fingerprint()}"
-    key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    _KERNEL_KEYS[id(kernel)] = (kernel, key)
-    return key
+    (memoised per plan object)."""
+    return _info(kernel)[1]
 
 
 def kernel_dtype(kernel: KernelPlan) -> torch.dtype:
     """The floating dtype the kernel computes in (float32 when it has no float values)."""
+    return _info(kernel)[2]
+
+
+def _kernel_dtype(kernel: KernelPlan) -> torch.dtype:
     for _, i in kernel.program.outputs:
         dtype = kernel.program.instrs[i].dtype
         if dtype.is_floating_point:
@@ -164,8 +172,9 @@ def choose(kernel: KernelPlan, backend: str, rel: Relation) -> Choice:
     """The schedule ``kernel`` launches with on ``rel`` (cached per kernel and signature)."""
     if _FORCED and backend in _FORCED[-1]:
         return Choice(_FORCED[-1][backend], "forced", "given by gdsl.scheduling.use_schedule")
-    sig = signature(rel, kernel_dtype(kernel))
-    key = (kernel_key(kernel), backend, sig.key, str(rel.device))
+    _, kkey, dtype = _info(kernel)
+    sig = rel._cache.get(("gdsl:signature", dtype)) or signature(rel, dtype)
+    key = (kkey, backend, sig.key, rel.device)
     hit = _CHOICES.get(key)
     if hit is not None:
         return hit
@@ -199,7 +208,7 @@ def _tuned_why(entry) -> str:
 def remember(kernel: KernelPlan, backend: str, rel: Relation, choice: Choice) -> None:
     """Use ``choice`` for ``kernel`` on graphs of ``rel``'s signature from now on (this process)."""
     sig = signature(rel, kernel_dtype(kernel))
-    _CHOICES[(kernel_key(kernel), backend, sig.key, str(rel.device))] = choice
+    _CHOICES[(kernel_key(kernel), backend, sig.key, rel.device)] = choice
 
 
 def forget() -> None:

@@ -7,6 +7,7 @@ only that one correct candidate is chosen and how it is stored and found again.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -238,8 +239,8 @@ def test_heuristic_splits_hub_rows_and_reports_why():
     ins = gdsl.inspect(g, fn.copy_u("h", "m"), fn.sum("m", "o"), h=torch.randn(3, 4))
     plan = ins.kernels[0].plan
     big = scheduling.signature(ins.rel, torch.float32)
-    big = type(big)(**{**big.__dict__, "num_edges": 10**6, "num_dst": 10**5, "num_src": 10**5,
-                       "max_in_degree": 300_000, "mean_in_degree": 10.0})
+    big = dataclasses.replace(big, num_edges=10**6, num_dst=10**5, num_src=10**5, max_in_degree=300_000,
+                              mean_in_degree=10.0)
     schedule, why = heuristics.numba_heuristic(plan, big, threads=64)
     assert schedule.hub and "split" in why
     config, why = heuristics.triton_heuristic(plan, big)

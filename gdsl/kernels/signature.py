@@ -83,8 +83,12 @@ class GraphSignature:
 
     @property
     def key(self) -> str:
-        text = json.dumps(self.buckets(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        cached = self.__dict__.get("_key")
+        if cached is None:
+            text = json.dumps(self.buckets(), sort_keys=True)
+            cached = hashlib.sha256(text.encode()).hexdigest()[:16]
+            object.__setattr__(self, "_key", cached)  # (frozen: computed once, not a field)
+        return cached
 
     def rows(self, which: str) -> int:
         """The CSR rows of a kernel over ``which`` ('dst': in-CSR, 'src': out-CSR)."""
