@@ -92,22 +92,20 @@ def signature(rel: Relation, dtype: torch.dtype) -> GraphSignature:
     return hit
 
 
-_DEVICE_NAMES: dict[tuple, str] = {}
+_DEVICE_NAMES: dict[str, str] = {}
 
 
 def device_name(backend: str, device: torch.device) -> str:
     """What a tuned schedule is specific to: the CPU model and numba's thread count, the GPU."""
-    key = (backend, str(device))
-    if key in _DEVICE_NAMES:
-        return _DEVICE_NAMES[key]
-    if device.type == "cuda":
-        name = "cuda:" + torch.cuda.get_device_name(device)
-    elif backend == "triton":
-        name = "triton-interpreter"
-    else:
-        name = f"cpu:{_cpu_model()}:{heuristics.numba_threads()} threads"
-    _DEVICE_NAMES[key] = name
-    return name
+    if backend == "numba":  # (the thread count can change at run time: not memoised)
+        if "cpu model" not in _DEVICE_NAMES:
+            _DEVICE_NAMES["cpu model"] = _cpu_model()
+        return f"cpu:{_DEVICE_NAMES['cpu model']}:{heuristics.numba_threads()} threads"
+    key = str(device)
+    if key not in _DEVICE_NAMES:
+        _DEVICE_NAMES[key] = ("cuda:" + torch.cuda.get_device_name(device) if device.type == "cuda"
+                              else "triton-interpreter")
+    return _DEVICE_NAMES[key]
 
 
 def _cpu_model() -> str:
