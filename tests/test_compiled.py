@@ -287,7 +287,8 @@ def test_backward_computes_only_the_gradients_autograd_asks_for():
         torch.testing.assert_close(grads[0], dh.detach())
         outputs[w_grad] = grads
     step = next(s for steps, _ in get_executor("cpu", "numba")._steps.values() for s in steps
-                if any(n == "dst:o" for n, _ in s.program.outputs))
+                if any(n == "dst:o" for n, _ in s.program.outputs)
+                and getattr(s.reads.get(("src", "h")), "dtype", None) == torch.float64 and s._backward)
     plans = {needed: p for needed, (p, _) in step._backward.items()}
     only_h = plans[frozenset({"src:grad:h"})]
     both = plans[frozenset({"src:grad:h", "edge:grad:w"})]
