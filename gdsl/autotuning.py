@@ -14,7 +14,8 @@ Tuning one kernel on one graph (signature :mod:`gdsl.kernels.signature`):
 3. the correct candidates are timed in ``repeats`` interleaved rounds (each round runs every
    candidate once, in a rotating order, so that a change of machine load falls on all of them; one
    measurement repeats a fast kernel until it lasts ``MIN_MEASURE_MS``; CUDA is synchronised around
-   it); a candidate's time is its median over the rounds;
+   it); a candidate's time is its median over the rounds; one whose best time is over
+   ``PRUNE_FACTOR`` x the fastest is timed no more (it cannot win), which keeps tuning short;
 4. the fastest correct candidate is stored on disk (:mod:`gdsl.kernels.tuning_store`, keyed by
    kernel hash, graph signature, device name and gdsl / triton / numba versions) and remembered in
    memory (:mod:`gdsl.scheduling`), so later launches, and later processes, use it without timing.
@@ -101,7 +102,7 @@ class KernelTuning:
             extra = ""
             if c.status == "ok" and default is not None and default.median_ms and c.median_ms:
                 extra = f"  ({default.median_ms / c.median_ms:.2f}x default)"
-            detail = f": {c.detail}" if c.detail and c.status != "ok" else ""
+            detail = f" ({c.detail})" if c.detail and c.status == "ok" else f": {c.detail}" if c.detail else ""
             rows.append(f"  {mark} {c.label:<{width}}  {ms}  {c.status}{detail}{extra}")
         if best is not None:
             rows.append(f"  winner: {best.label}")
@@ -266,9 +267,10 @@ def tune_kernel(kernel: KernelPlan, backend: str, rel: Relation, inputs: Mapping
         # 2. time them in rounds, every candidate once per round (in a rotating order), so that
         # a load change on the machine falls on all of them rather than on one
         ok = [n for n, c in enumerate(candidates) if c.status == "ok"]
+        timed = list(ok)
         inner = _inner_repeats(runners[0], sync)
         for r in range(max(1, options.repeats)):
-            order = ok[r % len(ok):] + ok[:r % len(ok)]
+            order = timed[r % len(timed):] + timed[:r % len(timed)]
             for n in order:
                 sync()
                 t0 = time.perf_counter()
@@ -277,6 +279,14 @@ def tune_kernel(kernel: KernelPlan, backend: str, rel: Relation, inputs: Mapping
                 sync()
                 candidates[n].runs_ms.append(round((time.perf_counter() - t0) * 1000.0 / inner, 4))
             bar.update(len(candidates))
+            # a candidate far slower than the fastest (in this round and overall) cannot win: stop
+            # timing it (the default always stays, as the baseline of the table)
+            best = min(min(candidates[n].runs_ms) for n in timed)
+            slow = [n for n in timed if n != 0 and min(candidates[n].runs_ms) > PRUNE_FACTOR * best]
+            for n in slow:
+                candidates[n].detail = f"stopped after {len(candidates[n].runs_ms)} round(s): over " \
+                                       f"{PRUNE_FACTOR:g}x the fastest"
+            timed = [n for n in timed if n not in slow]
         for n in ok:
             candidates[n].median_ms = statistics.median(candidates[n].runs_ms)
             STATS["timed_candidates"] += 1
@@ -311,6 +321,7 @@ def tune_kernel(kernel: KernelPlan, backend: str, rel: Relation, inputs: Mapping
 
 
 MIN_MEASURE_MS = 2.0  # a timed measurement runs a fast kernel several times, to at least this long
+PRUNE_FACTOR = 1.5    # a candidate whose best run is slower than this x the fastest is timed no more
 
 
 def _inner_repeats(run: Callable, sync: Callable) -> int:

@@ -296,7 +296,9 @@ def test_autotune_picks_a_candidate_stores_it_and_inspect_reports_it(fresh_store
         g.ndata["h"] = h
         g.update_all(fn.copy_u("h", "m"), fn.sum("m", "o"))
         src, dst = g.edges()
-        torch.testing.assert_close(g.ndata["o"], torch.zeros_like(h).index_add_(0, dst, h[src]))
+        # (a hub schedule adds a row's chunks in another order: float32 rounding differs)
+        torch.testing.assert_close(g.ndata["o"], torch.zeros_like(h).index_add_(0, dst, h[src]),
+                                   rtol=1e-4, atol=1e-4)
     # a second autotune call reuses what is stored (force=True would time again)
     again = gdsl.autotune(g, (fn.copy_u("h", "m"), fn.sum("m", "o")), h=h, candidates=CANDIDATES,
                           progress=False)
