@@ -35,9 +35,11 @@ Reported per row (one process per (model, dataset, implementation), ``--seeds`` 
 ``train_s``: median over seeds of the summed training-step time of all epochs; ``first_train_s``: the
 first seed's (includes one-time costs: kernel compilation or cache loading, first-call overheads);
 ``epoch_ms``: median training-step time over all epochs but the very first; ``wall_s``: median per
-seed of the whole run, evaluation included; test accuracy mean +- std over seeds; memory: peak
-RSS growth during training over the resident size after the data and the first model were built
-(CPU), or ``torch.cuda.max_memory_allocated`` growth (CUDA).
+seed of the whole run, evaluation included; test accuracy mean +- std over seeds; ``memory_mb``:
+peak RSS growth during training (all seeds) over the resident size after the data and the first
+model were built (CPU), or ``torch.cuda.max_memory_allocated`` growth (CUDA); ``steady_memory_mb``:
+the same after the very first training step (over the level reached then), i.e. without one-time
+costs such as loading compiled kernels and their runtime.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bench.common import RssSampler, machine, set_threads  # noqa: E402
+from bench.common import machine, rss_mb, set_threads  # noqa: E402
 
 MODELS = ("gcn", "gat", "sage")
 DATASETS = ("cora", "citeseer")
@@ -215,7 +217,53 @@ def _accuracy(logits, label, mask) -> float:
     return (logits[mask].argmax(1) == label[mask]).float().mean().item()
 
 
-def train_once(model: nn.Module, graph, data: dict, epochs: int, lr: float, weight_decay: float, device) -> dict:
+class PhasedRss:
+    """Resident memory sampled every millisecond in a thread, with the peak kept per phase:
+    ``mark()`` starts a new phase at the current level (used after the very first training step,
+    whose one-time costs, e.g. loading compiled kernels, are then separated from training)."""
+
+    def __init__(self):
+        import threading
+        self.levels = [rss_mb()]
+        self.peaks = [self.levels[0]]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            value = rss_mb()
+            i = len(self.peaks) - 1
+            self.peaks[i] = max(self.peaks[i], value)
+            time.sleep(0.001)
+
+    def mark(self):
+        value = rss_mb()
+        self.peaks[-1] = max(self.peaks[-1], value)
+        self.levels.append(value)
+        self.peaks.append(value)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peaks[-1] = max(self.peaks[-1], rss_mb())
+
+    @property
+    def growth_mb(self) -> float:
+        """Peak over the whole run above the level at the start."""
+        return max(self.peaks) - self.levels[0]
+
+    @property
+    def steady_growth_mb(self) -> float | None:
+        """Peak after the first mark above the level at that mark."""
+        return max(self.peaks[1:]) - self.levels[1] if len(self.levels) > 1 else None
+
+
+def train_once(model: nn.Module, graph, data: dict, epochs: int, lr: float, weight_decay: float, device,
+               after_first_step=None) -> dict:
     x, y = data["feat"], data["label"]
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     best_key, best = None, (0.0, 0.0, 0)
@@ -231,6 +279,8 @@ def train_once(model: nn.Module, graph, data: dict, epochs: int, lr: float, weig
         opt.step()
         _sync(device)
         steps.append(time.perf_counter() - t0)
+        if epoch == 1 and after_first_step is not None:
+            after_first_step()
         model.eval()
         with torch.no_grad():
             logits = model(graph, x)
@@ -251,10 +301,16 @@ def run_one(args) -> dict:
     torch.manual_seed(args.seed)
     first_model = make().to(device)
     runs = []
+    cuda_marks = {}
+
+    def cuda_mark():
+        cuda_marks["first_peak"] = torch.cuda.max_memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        cuda_marks["level"] = torch.cuda.memory_allocated(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    sampler = RssSampler() if device.type == "cpu" else None
+    sampler = PhasedRss() if device.type == "cpu" else None
     if sampler is not None:
         sampler.__enter__()
     try:
@@ -263,11 +319,17 @@ def run_one(args) -> dict:
             torch.manual_seed(seed)
             np.random.seed(seed)
             model = first_model if i == 0 else make().to(device)
-            runs.append(train_once(model, graph, data, args.epochs, hp["lr"], hp["weight_decay"], device))
+            mark = None if i else (sampler.mark if sampler is not None else cuda_mark)
+            runs.append(train_once(model, graph, data, args.epochs, hp["lr"], hp["weight_decay"], device, mark))
     finally:
         if sampler is not None:
             sampler.__exit__(None, None, None)
-    memory_mb = sampler.growth_mb if sampler is not None else (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    if sampler is not None:
+        memory_mb, steady_mb = sampler.growth_mb, sampler.steady_growth_mb
+    else:
+        peak = torch.cuda.max_memory_allocated(device)
+        memory_mb = (max(peak, cuda_marks.get("first_peak", 0)) - base) / 2**20
+        steady_mb = (peak - cuda_marks["level"]) / 2**20 if cuda_marks else None
     train_s = [sum(r["steps"]) for r in runs]
     later_steps = [t for r in runs for t in r["steps"]][1:]
     accs = [100 * r["test_acc"] for r in runs]
@@ -282,7 +344,9 @@ def run_one(args) -> dict:
             "test_acc_runs": [round(a, 2) for a in accs],
             "val_acc_runs": [round(100 * r["val_acc"], 2) for r in runs],
             "best_epoch_runs": [r["best_epoch"] for r in runs],
-            "memory_mb": round(memory_mb, 1), "peak_rss_mb": round(_peak_rss_mb(), 1)}
+            "memory_mb": round(memory_mb, 1),
+            "steady_memory_mb": round(steady_mb, 1) if steady_mb is not None else None,
+            "peak_rss_mb": round(_peak_rss_mb(), 1)}
 
 
 def _peak_rss_mb() -> float:

@@ -348,6 +348,7 @@ def plot(result: dict, stem: str) -> list[str]:
                     ax.set_yscale("log")
                 else:  # memory growth can be 0 MB: linear below 10 MB, logarithmic above
                     ax.set_yscale("symlog", linthresh=10)
+                    ax.set_ylim(bottom=0)
                 xs = sorted({r[xkey] for r in wrows})
                 ax.set_xticks(xs)
                 ax.set_xticklabels([f"{v:g}" if v < 1e4 else f"{v:.0e}".replace("e+0", "e") for v in xs])
@@ -357,8 +358,9 @@ def plot(result: dict, stem: str) -> list[str]:
                 ax.set_title(f"{TITLES.get(work, work)}, D={result['config']['dim']}")
                 ax.grid(True, which="both", alpha=0.3)
                 ax.legend()
-        fig.suptitle(f"Scaling with graph {sweep} ({result['device']}, {result['threads']} threads; "
-                     "dotted line: row skipped, predicted over the memory budget)")
+        any_skipped = any(isinstance(r.get(i), dict) and r[i].get("skipped") for r in rows for i in impls)
+        fig.suptitle(f"Scaling with graph {sweep} ({result['device']}, {result['threads']} threads"
+                     + ("; dotted line: row skipped, predicted over the memory budget)" if any_skipped else ")"))
         fig.tight_layout()
         path = f"{stem}-{sweep}.png"
         fig.savefig(path, dpi=110)
