@@ -30,6 +30,7 @@ from .autotuning import autotune
 from .kernels.schedules import NumbaSchedule, TritonConfig
 from .attention import edge_softmax
 from .kernels.cache import cache_dir
+from .kernels.buffers import empty_cache
 from .readout import (broadcast_edges, broadcast_nodes, max_edges, max_nodes, mean_edges, mean_nodes,
                       min_edges, min_nodes, readout_edges, readout_nodes, segment_reduce, sum_edges,
                       sum_nodes)
@@ -47,7 +48,7 @@ __all__ = [
     "node_subgraph", "edge_subgraph", "use_backend", "available_backends", "current_backend",
     "register_backend", "GdslError", "GraphError", "FeatureError", "DeviceError", "BackendError",
     "CompileError", "function", "data", "message", "reduce", "apply",
-    "generated_files", "cache_dir", "edge_softmax", "inspect", "autotune", "NumbaSchedule", "TritonConfig",
+    "generated_files", "cache_dir", "empty_cache", "edge_softmax", "inspect", "autotune", "NumbaSchedule", "TritonConfig",
     "nn", "DGLError",
     "readout_nodes", "readout_edges", "sum_nodes", "mean_nodes", "max_nodes", "min_nodes",
     "sum_edges", "mean_edges", "max_edges", "min_edges", "broadcast_nodes", "broadcast_edges",
