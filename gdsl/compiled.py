@@ -172,7 +172,12 @@ def _epilogue_on_rows_with_messages(epilogue, params, rel: Relation, layered) ->
     """Run a reduce function's epilogue only on the nodes that received messages, as DGL calls
     the function only there: the other rows are 0 and, unlike masking afterwards, no value computed
     for them (1 / 0, log 0) can turn their zero gradients into NaN."""
-    rows = (rel.in_degrees > 0).nonzero().flatten()
+    # which rows received messages: found once per graph (nonzero() waits for a GPU), and when
+    # every row did (the common case) the epilogue runs on the whole tensors
+    rows = rel._cached("dst_with_in_edges", lambda: (rel.in_degrees > 0).nonzero().flatten())
+    if rows.numel() == rel.num_dst:
+        whole = _WithDegrees(Structure(rel.src, rel.dst, rel.num_src, rel.num_dst), rel.in_degrees)
+        return evaluate(epilogue, params, whole, layered)
     dst = _Rows(layered["dst"], rows)
     sub = Structure(rel.src[:0], rel.dst[:0], rel.num_src, rows.numel())
     degree = rel.in_degrees[rows]

@@ -79,3 +79,18 @@ def plan_inputs(kernel, fresh: Callable[[str], str]) -> tuple[list[InputSpec], d
         inputs.append(spec)
         input_of[key] = spec
     return inputs, input_of
+
+
+def argument_lines(inputs: list[InputSpec], outputs: list[OutputSpec],
+                   type_name: Callable[[torch.dtype], str]) -> list[str]:
+    """The "# arguments:" block of a generated module's header: one comment line per array it
+    reads or writes, with the element type as the back end spells it."""
+    lines = ["# arguments:"]
+    for spec in inputs:
+        rows = "" if spec.space == "param" else "rows, "
+        lines.append(f"#   {spec.arg_name}: {spec.space} {spec.name!r} "
+                     f"{type_name(spec.dtype)}[{rows}{spec.size}] (shape {list(spec.shape)})")
+    for spec in outputs:
+        lines.append(f"#   {spec.arg_name}: writes {spec.name} {type_name(spec.dtype)}[rows, {spec.size}]"
+                     f" (shape {list(spec.shape)})")
+    return lines

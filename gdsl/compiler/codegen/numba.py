@@ -53,7 +53,7 @@ from ...kernels.schedules import NumbaSchedule
 from ..fusion import KernelPlan
 from ..ir import Program
 from ..ops import OPS, promote
-from .common import InputSpec, OutputSpec, plan_inputs
+from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
 from .common import describe as _describe
 from .common import sanitize as _sanitize
 
@@ -1096,14 +1096,7 @@ class _Generator:
                    f"{self.schedule.prefetch_distance}, prefetch_lines={self.schedule.prefetch_lines}"
                    + (", hub rows split (rows above hub_threshold entries are skipped here and walked "
                       "in chunks by the _partial kernel)" if hub else "")]
-        header += ["#", "# arguments:"]
-        for spec in self.inputs:
-            rows = "" if spec.space == "param" else "rows, "
-            header.append(f"#   {spec.arg_name}: {spec.space} {spec.name!r} "
-                          f"{_np_type(spec.dtype)}[{rows}{spec.size}] (shape {list(spec.shape)})")
-        for spec in self.outputs:
-            header.append(f"#   {spec.arg_name}: writes {spec.name} {_np_type(spec.dtype)}[rows, {spec.size}]"
-                          f" (shape {list(spec.shape)})")
+        header += ["#"] + argument_lines(self.inputs, self.outputs, _np_type)
         return header
 
     def prefetch_lines(self, indent: str) -> list[str]:

@@ -78,7 +78,7 @@ from ...kernels.schedules import TritonConfig  # noqa: F401  (re-exported: the s
 from ..fusion import KernelPlan
 from ..ir import Program
 from ..ops import OPS, promote
-from .common import InputSpec, OutputSpec, plan_inputs
+from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
 from .common import describe as _describe
 from .common import sanitize as _sanitize
 
@@ -1276,14 +1276,7 @@ class _Generator:
             "#",
         ]
         header += ["# " + line for line in str(prog).splitlines()]
-        header += ["#", "# arguments:"]
-        for spec in self.inputs:
-            rows_txt = "" if spec.space == "param" else "rows, "
-            header.append(f"#   {spec.arg_name}: {spec.space} {spec.name!r} "
-                          f"{_STORAGE[spec.dtype]}[{rows_txt}{spec.size}] (shape {list(spec.shape)})")
-        for spec in self.outputs:
-            header.append(f"#   {spec.arg_name}: writes {spec.name} {_STORAGE[spec.dtype]}[rows, {spec.size}]"
-                          f" (shape {list(spec.shape)})")
+        header += ["#"] + argument_lines(self.inputs, self.outputs, _STORAGE.__getitem__)
         for tile in self.tiles:
             header.append(f"#   {tile.name}: feature lanes per program for the {tile.size}-wide outputs")
         for red in self.reductions:
