@@ -82,6 +82,14 @@ def make_params(in_dim: int, heads: int, dim: int, seed: int = 2) -> dict[str, t
 FOLD_SCORES_FROM = 256  # H * D from which the gdsl layers compute scores as x @ (W @ A)
 
 
+def _linear_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (in, out) as F.linear's weight, in the layout whose backward torch's CPU matmul
+    runs fastest: for 2-15 outputs the (out, in) copy, whose weight gradient is computed as
+    g^T @ x (x^T @ g is 4-10x slower there: 17.5 vs 2.8 ms at 100k x 64 -> 8), else as it is
+    (gdsl.nn.GraphConv does the same; bench/RESULTS.md, "Dense products")."""
+    return weight.t().contiguous() if 1 < weight.shape[1] < 16 else weight.t()
+
+
 def _gdsl_layer(impl, src, dst, num_nodes, heads, dim, params):
     import gdsl
     import gdsl.function as fn
@@ -92,18 +100,14 @@ def _gdsl_layer(impl, src, dst, num_nodes, heads, dim, params):
     eye = torch.eye(heads).view(heads, 1, heads)
 
     def forward(x):
-        # F.linear with an (out, in) contiguous weight, as nn.Linear and PyG's layer hold it: the
-        # backward then computes the weight gradient as g^T @ x, which torch's CPU matmul runs ~6x
-        # faster than the x^T @ g it runs for a contiguous (in, out) weight (18 ms vs 3 ms for
-        # 100k x 64 by 100k x 8 here). The transposed copy of the (in x H*D) weight is negligible.
-        feat = F.linear(x, p["W"].t().contiguous()).view(-1, heads, dim)
+        feat = F.linear(x, _linear_weight(p["W"])).view(-1, heads, dim)
         # el = (feat * attn_l).sum(-1) = x @ (W @ A_l) with A_l block-diagonal (H*D, H): the scores
         # come from an (in x 2H) product instead of two N x H x D products (and their backward).
         # Worth it for wide layers only: for narrow ones the two extra skinny matmuls (and their
         # backward) cost more than the small products.
         if heads * dim >= FOLD_SCORES_FROM:
             blocks = [(p[k].view(heads, dim, 1) * eye).reshape(heads * dim, heads) for k in ("attn_l", "attn_r")]
-            scores = F.linear(x, (p["W"] @ torch.cat(blocks, 1)).t())
+            scores = F.linear(x, _linear_weight(p["W"] @ torch.cat(blocks, 1)))
             el = scores[:, :heads].unsqueeze(-1)  # (N, H, 1)
             er = scores[:, heads:].unsqueeze(-1)
         else:

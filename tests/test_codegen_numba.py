@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -32,12 +31,14 @@ from gdsl.compiler.codegen.numba import generate_numba
 from gdsl.compiler.fusion import plan
 from gdsl.compiler.ir import Program
 from gdsl.compiler.passes import optimize
-from gdsl.compiler.trace import FieldSpec, trace_edge_map, trace_gather_reduce
+from gdsl.compiler.trace import trace_edge_map
 from gdsl.kernels import cache
 from gdsl.kernels.numba_runtime import NumbaKernel
 
 from oracles import BINARY_MESSAGES, COPY_MESSAGES, MESSAGES, parse_message
 from strategies import graph_cases
+from kernel_cases import (Compiled, KernelMemo, csr_numpy, expected_args, field_specs, float_schema,
+                          make_features, structure, with_node_stage)
 
 pytest.importorskip("numba")
 
@@ -56,107 +57,17 @@ def _cache_dir(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------------
-# Helpers
+# Helpers (shared ones in kernel_cases.py)
 # ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Compiled:
-    params: list[torch.Tensor]
-    step: object        # fusion.StepPlan
-    kernel: NumbaKernel
-    schema: dict
-
-
-_COMPILED: dict[object, Compiled] = {}
-
-
-def compiled(key, trace: Callable[[], object], schema: dict) -> Compiled:
-    """Trace, optimise, plan and generate once per ``key`` (numba compiles on the first run)."""
-    if key not in _COMPILED:
-        traced = trace()
-        step = plan(optimize(traced.program)[0])
-        assert step.kernel is not None
-        _COMPILED[key] = Compiled(traced.params, step, NumbaKernel(generate_numba(step.kernel)), schema)
-    return _COMPILED[key]
-
-
-def gather(key, message, reduce, schema) -> Compiled:
-    return compiled(key, lambda: trace_gather_reduce(message, reduce, _specs(schema)), schema)
-
-
-def edge_map(key, func, schema) -> Compiled:
-    return compiled(key, lambda: trace_edge_map(func, _specs(schema)), schema)
-
-
-def _specs(schema):
-    return {space: {name: FieldSpec(dtype, shape) for name, (dtype, shape) in fields.items()}
-            for space, fields in schema.items()}
+_MEMO = KernelMemo(lambda kernel: NumbaKernel(generate_numba(kernel)))
+compiled, gather, edge_map = _MEMO.compiled, _MEMO.gather, _MEMO.edge_map
+_specs = field_specs
 
 
 def in_csr(case, idtype: torch.dtype, rows: str = "dst"):
-    """The in-CSR (``rows='src'``: the out-CSR) by a stable numpy argsort of the row ids."""
-    row_ids, other, num_rows = ((case.dst, case.src, case.num_dst) if rows == "dst"
-                                else (case.src, case.dst, case.num_src))
-    order = np.argsort(row_ids, kind="stable")
-    indptr = np.zeros(num_rows + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum(np.bincount(row_ids, minlength=num_rows))
+    """The in-CSR (``rows='src'``: the out-CSR) as numpy arrays of the index dtype."""
     np_type = np.int32 if idtype == torch.int32 else np.int64
-    return indptr.astype(np_type), other[order].astype(np_type), order.astype(np_type)
-
-
-def structure(case) -> interpret.Structure:
-    return interpret.Structure(torch.as_tensor(case.src), torch.as_tensor(case.dst), case.num_src,
-                               case.num_dst)
-
-
-def make_features(case, schema, seed: int, kind: str, nonzero=()):
-    """Random features: small integers (many ties, exact sums) or reals; fields in ``nonzero``
-    stay away from 0 (they are divisors)."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = {"src": case.num_src, "dst": case.num_dst, "edge": case.num_edges}
-    feats: dict[str, dict[str, torch.Tensor]] = {"src": {}, "dst": {}, "edge": {}}
-    for space, fields in schema.items():
-        for name, (dtype, shape) in fields.items():
-            size = (rows[space], *shape)
-            if dtype == torch.bool:
-                value = torch.randint(0, 2, size, generator=gen).bool()
-            elif not dtype.is_floating_point:
-                value = torch.randint(-3, 4, size, generator=gen).to(dtype)
-            elif name in nonzero:
-                sign = torch.randint(0, 2, size, generator=gen) * 2 - 1
-                mag = (torch.randint(1, 3, size, generator=gen).double() if kind == "int"
-                       else 0.5 + torch.rand(size, generator=gen, dtype=torch.float64))
-                value = (sign * mag).to(dtype)
-            elif kind == "int":
-                value = torch.randint(-2, 3, size, generator=gen).to(dtype)
-            else:
-                value = torch.randn(size, generator=gen, dtype=torch.float64).to(dtype)
-            feats[space][name] = value
-    return feats
-
-
-def expected_args(msg: np.ndarray, dst: np.ndarray, num_dst: int, reducer: str) -> np.ndarray:
-    """Per (row, feature): the smallest edge id whose message attains the row's max/min; -1 if
-    the row has no in-edges."""
-    msg = msg.reshape(msg.shape[0], int(np.prod(msg.shape[1:])))
-    out = np.full((num_dst, msg.shape[1]), -1, dtype=np.int64)
-    for v in range(num_dst):
-        eids = np.nonzero(dst == v)[0]
-        if len(eids) == 0:
-            continue
-        vals = msg[eids]
-        best = vals.max(0) if reducer == "max" else vals.min(0)
-        out[v] = eids[np.argmax(vals == best, axis=0)]
-    return out
-
-
-def with_node_stage(step, params, case, feats):
-    """``feats`` plus the node-stage values (``$k`` fields) the kernels load."""
-    feats = {space: dict(fields) for space, fields in feats.items()}
-    if step.node_stage is not None:
-        for name, value in interpret.evaluate(step.node_stage, params, structure(case), feats).items():
-            space, _, field = name.partition(":")
-            feats[space][field] = value
-    return feats
+    return tuple(a.astype(np_type) for a in csr_numpy(case, rows))
 
 
 def run_and_check(comp: Compiled, case, idtype, feats, csr=None) -> dict[str, torch.Tensor]:
@@ -190,11 +101,6 @@ def check_kernel(plan_, kernel: NumbaKernel, params, case, idtype, feats, csr=No
         got = out[name + "@arg"].reshape(want.shape).numpy()
         np.testing.assert_array_equal(got, want, err_msg=f"{name}@arg")
     return out
-
-
-def float_schema(dtype, **spaces):
-    return {space: {name: (dtype, shape) for name, shape in fields.items()}
-            for space, fields in spaces.items()}
 
 
 CASES = dict(case=graph_cases(max_nodes=10, max_edges=30), seed=st.integers(0, 2**31 - 1),

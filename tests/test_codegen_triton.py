@@ -28,7 +28,6 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import dataclasses  # noqa: E402
 import re  # noqa: E402
-from typing import Callable  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -53,6 +52,8 @@ from gdsl.kernels.triton_runtime import TritonKernel  # noqa: E402
 
 from oracles import MESSAGES, parse_message  # noqa: E402
 from strategies import graph_cases  # noqa: E402
+from kernel_cases import (Compiled, KernelMemo, csr_numpy, expected_args, field_specs, float_schema,  # noqa: E402
+                          make_features, structure, with_node_stage)
 
 # Padding lanes (masked loads read 0) may divide by zero; their results are never kept.
 pytestmark = pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
@@ -85,81 +86,16 @@ def _cache_dir(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------------
-# Helpers
+# Helpers (shared ones in kernel_cases.py)
 # ------------------------------------------------------------------------------------------------
-@dataclasses.dataclass
-class Compiled:
-    params: list[torch.Tensor]
-    step: object        # fusion.StepPlan
-    kernel: TritonKernel
-    schema: dict
-
-
-_COMPILED: dict[object, Compiled] = {}
-
-
-def compiled(key, trace: Callable[[], object], schema: dict) -> Compiled:
-    """Trace, optimise, plan and generate once per ``key``."""
-    if key not in _COMPILED:
-        traced = trace()
-        step = plan(optimize(traced.program)[0])
-        assert step.kernel is not None
-        _COMPILED[key] = Compiled(traced.params, step, TritonKernel(generate_triton(step.kernel)), schema)
-    return _COMPILED[key]
-
-
-def gather(key, message, reduce, schema) -> Compiled:
-    return compiled(key, lambda: trace_gather_reduce(message, reduce, _specs(schema)), schema)
-
-
-def edge_map(key, func, schema) -> Compiled:
-    return compiled(key, lambda: trace_edge_map(func, _specs(schema)), schema)
-
-
-def _specs(schema):
-    return {space: {name: FieldSpec(dtype, shape) for name, (dtype, shape) in fields.items()}
-            for space, fields in schema.items()}
+_MEMO = KernelMemo(lambda kernel: TritonKernel(generate_triton(kernel)))
+compiled, gather, edge_map = _MEMO.compiled, _MEMO.gather, _MEMO.edge_map
+_specs = field_specs
 
 
 def csr(case, idtype, rows: str = "dst"):
-    """The in-CSR (``rows='dst'``) or out-CSR (``rows='src'``) by a stable argsort."""
-    key, other, n = (case.dst, case.src, case.num_dst) if rows == "dst" else (case.src, case.dst, case.num_src)
-    order = np.argsort(key, kind="stable")
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum(np.bincount(key, minlength=n))
-    t = (lambda a: torch.as_tensor(a.astype(np.int64)).to(idtype))
-    return t(indptr), t(other[order]), t(order)
-
-
-def structure(case) -> interpret.Structure:
-    return interpret.Structure(torch.as_tensor(case.src), torch.as_tensor(case.dst), case.num_src,
-                               case.num_dst)
-
-
-def make_features(case, schema, seed: int, kind: str, nonzero=()):
-    """Random features: small integers (many ties, exact sums) or reals; fields in ``nonzero``
-    stay away from 0 (they are divisors)."""
-    gen = torch.Generator().manual_seed(seed)
-    rows = {"src": case.num_src, "dst": case.num_dst, "edge": case.num_edges}
-    feats: dict[str, dict[str, torch.Tensor]] = {"src": {}, "dst": {}, "edge": {}}
-    for space, fields in schema.items():
-        for name, (dtype, shape) in fields.items():
-            size = (rows[space], *shape)
-            if dtype == torch.bool:
-                value = torch.randint(0, 2, size, generator=gen).bool()
-            elif not dtype.is_floating_point:
-                value = torch.randint(-3, 4, size, generator=gen).to(dtype)
-            elif name in nonzero:
-                sign = torch.randint(0, 2, size, generator=gen) * 2 - 1
-                mag = (torch.randint(1, 3, size, generator=gen).double() if kind == "int"
-                       else 0.5 + torch.rand(size, generator=gen, dtype=torch.float64))
-                value = (sign * mag).to(dtype)
-            elif kind == "int":
-                value = torch.randint(-2, 3, size, generator=gen).to(dtype)
-            else:
-                value = torch.randn(size, generator=gen, dtype=torch.float64).to(dtype)
-            feats[space][name] = value
-    return feats
+    """The in-CSR (``rows='dst'``) or out-CSR (``rows='src'``) as tensors of the index dtype."""
+    return tuple(torch.as_tensor(a).to(idtype) for a in csr_numpy(case, rows))
 
 
 def promote(program: Program) -> Program:
@@ -175,21 +111,6 @@ def promote(program: Program) -> Program:
 
 def upcast(feats):
     return {sp: {k: (v.float() if v.dtype in HALF else v) for k, v in d.items()} for sp, d in feats.items()}
-
-
-def expected_args(msg: np.ndarray, rows_of_edge: np.ndarray, num_rows: int, reducer: str) -> np.ndarray:
-    """Per (row, feature): the smallest edge id whose message attains the row's max/min; -1 if
-    the row has no entries."""
-    msg = msg.reshape(msg.shape[0], int(np.prod(msg.shape[1:])))
-    out = np.full((num_rows, msg.shape[1]), -1, dtype=np.int64)
-    for v in range(num_rows):
-        eids = np.nonzero(rows_of_edge == v)[0]
-        if len(eids) == 0:
-            continue
-        vals = msg[eids]
-        best = vals.max(0) if reducer == "max" else vals.min(0)
-        out[v] = eids[np.argmax(vals == best, axis=0)]
-    return out
 
 
 def half_tolerance(expected: torch.Tensor) -> dict:
@@ -255,20 +176,9 @@ def check_kernel(kernel: TritonKernel, kprogram: Program, params, case, idtype, 
 
 
 def run_and_check(comp: Compiled, case, idtype, feats, config=None, csr_arrays=None):
-    g = structure(case)
-    feats = {space: dict(fields) for space, fields in feats.items()}
-    step = comp.step
-    if step.node_stage is not None:
-        for name, value in interpret.evaluate(step.node_stage, comp.params, g, feats).items():
-            space, _, field = name.partition(":")
-            feats[space][field] = value
-    return check_kernel(comp.kernel, step.kernel.program, comp.params, case, idtype, feats, config,
+    feats = with_node_stage(comp.step, comp.params, case, feats)
+    return check_kernel(comp.kernel, comp.step.kernel.program, comp.params, case, idtype, feats, config,
                         csr_arrays)
-
-
-def float_schema(dtype, **spaces):
-    return {space: {name: (dtype, shape) for name, shape in fields.items()}
-            for space, fields in spaces.items()}
 
 
 CASES = dict(case=graph_cases(max_nodes=8, max_edges=20), seed=st.integers(0, 2**31 - 1),
