@@ -249,6 +249,20 @@ def test_heuristic_splits_hub_rows_and_reports_why():
     assert small == NumbaSchedule() and "no hub rows" in why
 
 
+@pytest.mark.parametrize("message, width, distance", [
+    (fn.copy_u("h", "m"), 16, 8),        # one random stream per entry
+    (fn.u_mul_e("h", "w", "m"), 16, 16),  # source rows and edge rows, 68 bytes: prefetch further
+    (fn.u_mul_e("h", "w", "m"), 256, 8),  # 1 KB per entry: enough work to hide the latency
+])
+def test_heuristic_prefetch_distance_follows_random_streams(message, width, distance):
+    g = gdsl.graph(([0, 1, 2], [1, 2, 0]))
+    ins = gdsl.inspect(g, message, fn.sum("m", "o"), h=torch.randn(3, width), w=torch.rand(3, 1))
+    plan = ins.kernels[0].plan
+    schedule, why = heuristics.numba_heuristic(plan, scheduling.signature(ins.rel, torch.float32), threads=2)
+    assert schedule.prefetch_distance == distance
+    assert ("random streams" in why) == (distance == heuristics.LONG_PREFETCH_DISTANCE)
+
+
 # ------------------------------------------------------------------------------------------------
 # The autotuner
 # ------------------------------------------------------------------------------------------------
