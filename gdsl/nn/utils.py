@@ -45,30 +45,28 @@ def check_rows(name: str, tensor: torch.Tensor, rows: int, what: str) -> None:
         raise GraphError(f"{name} has {tensor.shape[0]} rows but the graph has {rows} {what}")
 
 
-def edge_norm(graph: Any, norm: str, dtype: torch.dtype) -> torch.Tensor | None:
-    """GCN's degree normalisation as one factor per edge, ``(E, 1)``: ``'both'``
-    ``out_deg(u)^-1/2 in_deg(v)^-1/2``, ``'left'`` ``1/out_deg(u)``, ``'right'`` ``1/in_deg(v)``
-    (degrees clamped at 1); None for ``'none'``.
+def node_norms(graph: Any, norm: str, dtype: torch.dtype
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """GCN's degree normalisation as per-node factors ``(src_scale, dst_scale)``, each ``(N, 1)``
+    or None: ``'both'`` ``out_deg(u)^-1/2`` and ``in_deg(v)^-1/2``, ``'left'`` ``1/out_deg(u)``,
+    ``'right'`` ``1/in_deg(v)`` (degrees clamped at 1), ``'none'`` neither.
 
-    Cached with the graph's structure (like PyG's ``cached=True``, but invalidated with the
-    structure): a layer called every epoch computes it once.
+    Per node rather than folded into one factor per edge: scaling N rows before and after the
+    aggregation costs less than the kernel reading an E x 1 factor at random edge ids (GraphConv
+    fwd+bwd aggregation at 200k/5M, D=32: 122 vs 167 ms; equal at 100k/1M). Cached with the graph's
+    structure (like PyG's ``cached=True``, but invalidated with the structure).
     """
-    if norm == "none":
-        return None
     rel = graph._rel()  # the single edge type these layers run on
 
-    def build() -> torch.Tensor:
+    def build():
         src_scale = dst_scale = None
         if norm in ("both", "left"):
             out_deg = rel.out_degrees.to(dtype).clamp(min=1)
-            src_scale = out_deg.pow(-0.5) if norm == "both" else out_deg.reciprocal()
+            src_scale = (out_deg.pow(-0.5) if norm == "both" else out_deg.reciprocal()).unsqueeze(1)
         if norm in ("both", "right"):
             in_deg = rel.in_degrees.to(dtype).clamp(min=1)
-            dst_scale = in_deg.pow(-0.5) if norm == "both" else in_deg.reciprocal()
-        src, dst = rel.src.long(), rel.dst.long()
-        if src_scale is None:
-            return dst_scale[dst].unsqueeze(1)
-        if dst_scale is None:
-            return src_scale[src].unsqueeze(1)
-        return (src_scale[src] * dst_scale[dst]).unsqueeze(1)
-    return rel._cached(f"gdsl.nn.edge_norm:{norm}:{dtype}", build)
+            dst_scale = (in_deg.pow(-0.5) if norm == "both" else in_deg.reciprocal()).unsqueeze(1)
+        return src_scale, dst_scale
+    if norm == "none":
+        return None, None
+    return rel._cached(f"gdsl.nn.node_norms:{norm}:{dtype}", build)

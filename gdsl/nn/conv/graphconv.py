@@ -9,7 +9,7 @@ from torch import nn
 
 from ... import function as fn
 from ...errors import GdslError, GraphError
-from ..utils import check_zero_in_degree, edge_norm, expand_as_pair
+from ..utils import check_zero_in_degree, expand_as_pair, node_norms
 
 NORMS = ("none", "both", "right", "left")
 
@@ -68,16 +68,14 @@ class GraphConv(nn.Module):
             if edge_weight is not None and edge_weight.shape[0] != graph.num_edges():
                 raise GraphError(f"edge_weight has {edge_weight.shape[0]} rows but the graph has "
                                  f"{graph.num_edges()} edges")
-            # The degree norms (and any edge weight) become one scalar per edge read by the
-            # aggregation kernel: no N x D passes to scale the features before and after it.
-            scale = edge_norm(graph, self._norm, feat_src.dtype)
-            if edge_weight is not None:
-                weight_e = edge_weight.unsqueeze(1) if edge_weight.dim() == 1 else edge_weight
-                scale = weight_e if scale is None else weight_e * scale
-            if scale is None:
+            # DGL's order: source norm, (weight,) aggregation, destination norm; an edge weight is
+            # read by the aggregation kernel (u_mul_e).
+            src_scale, dst_scale = node_norms(graph, self._norm, feat_src.dtype)
+            feat_src = _scale_rows(feat_src, src_scale)
+            if edge_weight is None:
                 message = fn.copy_u("h", "m")
             else:
-                graph.edata["_edge_weight"] = scale
+                graph.edata["_edge_weight"] = edge_weight.unsqueeze(1) if edge_weight.dim() == 1 else edge_weight
                 message = fn.u_mul_e("h", "_edge_weight", "m")
             if weight is not None:
                 if self.weight is not None:
@@ -90,11 +88,11 @@ class GraphConv(nn.Module):
                     feat_src = _matmul(feat_src, weight)
                 graph.srcdata["h"] = feat_src
                 graph.update_all(message, fn.sum("m", "h"))
-                rst = graph.dstdata["h"]
+                rst = _scale_rows(graph.dstdata["h"], dst_scale)
             else:
                 graph.srcdata["h"] = feat_src
                 graph.update_all(message, fn.sum("m", "h"))
-                rst = graph.dstdata["h"]
+                rst = _scale_rows(graph.dstdata["h"], dst_scale)
                 if weight is not None and rst.dim() == 2:  # the bias joins the product (addmm)
                     return self._activate(F.linear(rst, _linear_weight(weight), self.bias))
                 if weight is not None:
@@ -111,6 +109,13 @@ class GraphConv(nn.Module):
         if self._activation is not None:
             text += f", activation={self._activation}"
         return text
+
+
+def _scale_rows(x: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with row i multiplied by ``scale[i]`` (an (N, 1) factor), any feature shape."""
+    if scale is None:
+        return x
+    return x * (scale if x.dim() == 2 else scale.view(-1, *([1] * (x.dim() - 1))))
 
 
 def _linear_weight(weight: torch.Tensor) -> torch.Tensor:
