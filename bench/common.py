@@ -69,18 +69,30 @@ def rss_mb() -> float:
 
 class RssSampler:
     """Samples the process's resident memory every millisecond in a thread: the peak minus the
-    level at start is the memory a case needs (compilation done beforehand is not counted)."""
+    level at start is the memory a case needs (compilation done beforehand is not counted).
+
+    ``mark()`` starts a new phase at the current level; ``steady_growth_mb`` is then the peak after
+    the first mark over the level at that mark (bench/e2e.py marks after the very first training
+    step, separating one-time costs such as loading compiled kernels)."""
 
     def __init__(self):
-        self.baseline = rss_mb()
-        self.peak = self.baseline
+        self.levels = [rss_mb()]
+        self.peaks = [self.levels[0]]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            self.peak = max(self.peak, rss_mb())
+            value = rss_mb()
+            i = len(self.peaks) - 1
+            self.peaks[i] = max(self.peaks[i], value)
             time.sleep(0.001)
+
+    def mark(self) -> None:
+        value = rss_mb()
+        self.peaks[-1] = max(self.peaks[-1], value)
+        self.levels.append(value)
+        self.peaks.append(value)
 
     def __enter__(self):
         self._thread.start()
@@ -89,11 +101,17 @@ class RssSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, rss_mb())
+        self.peaks[-1] = max(self.peaks[-1], rss_mb())
 
     @property
     def growth_mb(self) -> float:
-        return self.peak - self.baseline
+        """Peak over the whole run above the level at the start."""
+        return max(self.peaks) - self.levels[0]
+
+    @property
+    def steady_growth_mb(self) -> float | None:
+        """Peak after the first mark above the level at that mark (None without a mark)."""
+        return max(self.peaks[1:]) - self.levels[1] if len(self.levels) > 1 else None
 
 
 def machine() -> str:

@@ -58,7 +58,7 @@ from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bench.common import machine, rss_mb, set_threads  # noqa: E402
+from bench.common import RssSampler, machine, set_threads  # noqa: E402
 
 MODELS = ("gcn", "gat", "sage")
 DATASETS = ("cora", "citeseer")
@@ -217,51 +217,6 @@ def _accuracy(logits, label, mask) -> float:
     return (logits[mask].argmax(1) == label[mask]).float().mean().item()
 
 
-class PhasedRss:
-    """Resident memory sampled every millisecond in a thread, with the peak kept per phase:
-    ``mark()`` starts a new phase at the current level (used after the very first training step,
-    whose one-time costs, e.g. loading compiled kernels, are then separated from training)."""
-
-    def __init__(self):
-        import threading
-        self.levels = [rss_mb()]
-        self.peaks = [self.levels[0]]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        while not self._stop.is_set():
-            value = rss_mb()
-            i = len(self.peaks) - 1
-            self.peaks[i] = max(self.peaks[i], value)
-            time.sleep(0.001)
-
-    def mark(self):
-        value = rss_mb()
-        self.peaks[-1] = max(self.peaks[-1], value)
-        self.levels.append(value)
-        self.peaks.append(value)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peaks[-1] = max(self.peaks[-1], rss_mb())
-
-    @property
-    def growth_mb(self) -> float:
-        """Peak over the whole run above the level at the start."""
-        return max(self.peaks) - self.levels[0]
-
-    @property
-    def steady_growth_mb(self) -> float | None:
-        """Peak after the first mark above the level at that mark."""
-        return max(self.peaks[1:]) - self.levels[1] if len(self.levels) > 1 else None
-
-
 def train_once(model: nn.Module, graph, data: dict, epochs: int, lr: float, weight_decay: float, device,
                after_first_step=None) -> dict:
     x, y = data["feat"], data["label"]
@@ -310,7 +265,7 @@ def run_one(args) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    sampler = PhasedRss() if device.type == "cpu" else None
+    sampler = RssSampler() if device.type == "cpu" else None
     if sampler is not None:
         sampler.__enter__()
     try:
