@@ -31,7 +31,7 @@ from gdsl.compiler.codegen.numba import generate_numba
 from gdsl.compiler.fusion import plan
 from gdsl.compiler.ir import Program
 from gdsl.compiler.passes import optimize
-from gdsl.compiler.trace import trace_edge_map
+from gdsl.compiler.trace import trace_edge_map, trace_gather_reduce
 from gdsl.kernels import cache
 from gdsl.kernels.numba_runtime import NumbaKernel
 
@@ -437,8 +437,10 @@ def test_generated_source_is_readable():
     assert text.count("def ") == 1 and f"def {src.entry}(" in text
     # one line per IR instruction in the body, the per-edge weight hoisted out of the feature loop
     weight = re.search(r"\n( +)x\d+ = edge_w\[e, 0\]  # %\d+ = load_edge\['w'\]", text)
-    loop = re.search(r"\n( +)for f in range\(16\):\n", text[weight.end():])
+    loop = re.search(r"\n( +)for f in range\(nf16\):\n", text[weight.end():])
     assert weight and loop and weight.group(1) == loop.group(1)
+    # a 16-wide loop runs to an opaque bound set once per part (so that LLVM vectorises it)
+    assert "        nf16 = opaque(16)\n" in text and "from gdsl.kernels.numba_intrinsics import opaque" in text
     assert re.search(r"x\d+ = src_h\[u, f\]  # %\d+ = load_src\['h'\]", text)
     assert src.arg_names[:6] == ["indptr", "indices", "eids", "row_splits", "num_rows", "num_edges"]
     assert "for p in numba.prange(row_splits.shape[0] - 1):" in text
@@ -460,6 +462,23 @@ def test_prefetch_lines():
     text = codegen.generate_numba(kernel, NumbaSchedule(prefetch_distance=0)).source
     assert "prefetch(" not in text and "nnz" not in text
     assert "jp = j + 3" in codegen.generate_numba(kernel, NumbaSchedule(prefetch_distance=3)).source
+
+
+def test_opaque_loop_bounds_only_for_16_to_48_wide_loops():
+    import gdsl.compiler.codegen.numba as codegen
+
+    def msg(edges):
+        return {"m": edges.src["h"]}
+
+    def red(nodes):
+        return {"o": nodes.mailbox["m"].sum(1)}
+
+    for width, opaque in ((8, False), (16, True), (48, True), (64, False)):
+        schema = float_schema(torch.float32, src={"h": (width,)})
+        traced = trace_gather_reduce(msg, red, field_specs(schema))
+        text = codegen.generate_numba(plan(optimize(traced.program)[0]).kernel).source
+        assert (f"nf{width} = opaque({width})" in text) == opaque
+        assert (f"range(nf{width})" in text) == opaque and (f"range({width})" in text) != opaque
 
 
 @settings(max_examples=50, deadline=None)

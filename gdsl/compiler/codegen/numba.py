@@ -57,7 +57,7 @@ from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
 from .common import describe as _describe
 from .common import sanitize as _sanitize
 
-CODEGEN_VERSION = "numba-3"
+CODEGEN_VERSION = "numba-4"
 
 
 _NP_TYPES = {
@@ -235,12 +235,24 @@ class _Nest:
             lines.extend(pad + line for line in self.pre[k])
             if k < len(self.loops):
                 var, extent = self.loops[k]
-                lines.append(f"{pad}for {var} in range({extent}):")
+                lines.append(f"{pad}for {var} in range({_trip(extent)}):")
                 emit(k + 1, pad + "    ")
             lines.extend(pad + line for line in self.post[k])
 
         emit(0, indent)
         return lines
+
+
+# Feature loops of 16-48 iterations run to an opaque bound (``nf<extent> = opaque(<extent>)``, set
+# once per part): LLVM fully unrolls loops with such constant trip counts and then cannot vectorise
+# them (it cannot prove the output row and the gathered rows disjoint); with an unknown count it
+# vectorises them behind a runtime check. Shorter loops gain nothing, longer ones are not unrolled.
+_OPAQUE_TRIPS = range(16, 49)
+_TRIP_NAME = re.compile(r"\brange\(nf(\d+)\)")
+
+
+def _trip(extent: int) -> str:
+    return f"nf{extent}" if extent in _OPAQUE_TRIPS else str(extent)
 
 
 def _nest_over(shape: tuple[int, ...], flat: bool, var: str = "f") -> tuple[_Nest, Any]:
@@ -327,7 +339,7 @@ class _Generator:
                                 "d", "e", "start", "end", "first", "np", "numba", "deg", "nnz",
                                 "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
                                 "task_end", "num_tasks",
-                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write",
+                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
         self.alloc_lines: list[str] = []    # per-row scratch arrays
@@ -1069,7 +1081,14 @@ class _Generator:
                                       ind2)
         body += [ind1 + line for line in self.final_lines]
 
+        trips = sorted({int(n) for line in body for n in _TRIP_NAME.findall(line)})
+        if trips:  # the opaque loop bounds, once per part (or hub task), before its rows
+            at = next(i for i, line in enumerate(body) if "numba.prange(" in line) + 1
+            body[at:at] = [f"{ind0}nf{n} = opaque({n})" for n in trips]
+
         imports = ["import numba", "import numpy as np"]
+        if trips:
+            imports.append("from gdsl.kernels.numba_intrinsics import opaque")
         prelude = []
         if self.uses_prefetch:
             imports.append("from gdsl.kernels.numba_intrinsics import prefetch, prefetch_write")
@@ -1127,7 +1146,7 @@ class _Generator:
     def row_loop(out: OutputSpec, template: str, indent: str) -> list[str]:
         if out.size == 1:
             return [indent + template.format(f="0")]
-        return [f"{indent}for f in range({out.size}):", f"{indent}    " + template.format(f="f")]
+        return [f"{indent}for f in range({_trip(out.size)}):", f"{indent}    " + template.format(f="f")]
 
 
 @dataclass(frozen=True)
