@@ -6,7 +6,9 @@ process (``bench/run_case.py``-style) when comparing memory, as peak RSS never g
 from __future__ import annotations
 
 import gc
+import json
 import os
+import subprocess
 import threading
 import platform
 import resource
@@ -112,6 +114,26 @@ class RssSampler:
     def steady_growth_mb(self) -> float | None:
         """Peak after the first mark above the level at that mark (None without a mark)."""
         return max(self.peaks[1:]) - self.levels[1] if len(self.levels) > 1 else None
+
+
+def run_row(cmd: list[str], timeout: float) -> object:
+    """Run one measured row in its own process (so its peak memory is its own) and return the JSON
+    of its last output line, or ``{"error": ..., "oom": ...}`` when it failed or timed out."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout:g} s"}
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        return {"error": tail[0][:300], "oom": proc.returncode in (-9, 137)}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def write_json(path: str, result: dict) -> None:
+    """Write a suite's result file, creating its folder."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 def machine() -> str:

@@ -47,7 +47,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -58,7 +57,7 @@ from torch import nn
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bench.common import RssSampler, machine, set_threads  # noqa: E402
+from bench.common import RssSampler, machine, run_row, set_threads, write_json  # noqa: E402
 
 MODELS = ("gcn", "gat", "sage")
 DATASETS = ("cora", "citeseer")
@@ -347,22 +346,11 @@ def drive(args) -> dict:
     else:
         print(f"# machine: {result['machine']}", flush=True)
         for row in rows:
-            try:
-                proc = subprocess.run(row_command(args, row), capture_output=True, text=True,
-                                      timeout=args.row_timeout)
-                if proc.returncode != 0:
-                    tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-                    row["result"] = {"error": tail[0][:300], "oom": proc.returncode in (-9, 137)}
-                else:
-                    row["result"] = json.loads(proc.stdout.strip().splitlines()[-1])
-            except subprocess.TimeoutExpired:
-                row["result"] = {"error": f"timeout after {args.row_timeout} s"}
+            row["result"] = run_row(row_command(args, row), args.row_timeout)
             result["rows"].append(row)
             print(json.dumps(row), flush=True)
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)
     return result
 
 

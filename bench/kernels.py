@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import RssSampler, machine, power_law_graph, set_threads, time_it, uniform_graph  # noqa: E402
+from bench.common import (RssSampler, machine, power_law_graph, run_row, set_threads, time_it,  # noqa: E402
+                          uniform_graph, write_json)
 
 CASES = ("copy_u_sum", "u_mul_e_sum", "u_dot_v", "edge_softmax")
 SOFTMAX_HEADS = 8
@@ -239,25 +239,14 @@ def drive(args) -> dict:
                 print("would run:", " ".join(cmd))
                 line[impl] = {"dry_run": True}
                 continue
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.row_timeout)
-            except subprocess.TimeoutExpired:
-                line[impl] = {"error": f"timeout after {args.row_timeout} s"}
-                continue
-            if proc.returncode != 0:
-                tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-                line[impl] = {"error": tail[0][:300], "oom": proc.returncode in (-9, 137)}
-            else:
-                line[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+            line[impl] = run_row(cmd, args.row_timeout)
         rows.append(line)
         if not args.dry_run:
             print(json.dumps(line), flush=True)
     result = {"kind": "kernels", "machine": machine(), "threads": args.threads, "device": args.device,
               "rows": rows}
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)
     return result
 
 

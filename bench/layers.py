@@ -26,7 +26,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import RssSampler, machine, set_threads, time_it, uniform_graph  # noqa: E402
+from bench.common import (RssSampler, machine, run_row, set_threads, time_it, uniform_graph,  # noqa: E402
+                          write_json)
 
 LAYERS = ("gcn", "gat", "sage")
 IMPLS = ("gdsl", "pyg", "pyg_compile", "dgl")
@@ -189,23 +190,12 @@ def drive(args) -> dict:
                 cmd = [_python(impl), os.path.abspath(__file__), "--layer", layer, "--impl", impl,
                        "--nodes", str(nodes), "--edges", str(edges), "--dim", str(dim), "--threads",
                        str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
-                try:
-                    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.row_timeout)
-                except subprocess.TimeoutExpired:
-                    row[impl] = {"error": f"timeout after {args.row_timeout} s"}
-                    continue
-                if proc.returncode != 0:
-                    tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-                    row[impl] = {"error": tail[0][:300], "oom": proc.returncode in (-9, 137)}
-                else:
-                    row[impl] = json.loads(proc.stdout.strip().splitlines()[-1])
+                row[impl] = run_row(cmd, args.row_timeout)
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {"machine": machine(), "threads": args.threads, "device": args.device, "rows": rows}
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)
     return result
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -46,7 +45,7 @@ import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from bench.common import RssSampler, machine, peak_rss_mb, set_threads, time_it  # noqa: E402
+from bench.common import RssSampler, machine, peak_rss_mb, run_row, set_threads, time_it, write_json  # noqa: E402
 
 WORKS = ("copy_u_sum", "graphconv")
 IMPLS = ("gdsl", "torch_sparse", "pyg", "dgl")
@@ -221,13 +220,6 @@ def _base_cmd(args, impl: str) -> list[str]:
             str(args.threads), "--repeats", str(args.repeats), "--device", args.device]
 
 
-def _parse(proc) -> object:
-    if proc.returncode != 0:
-        tail = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-        return {"error": tail[0][:300], "oom": proc.returncode in (-9, 137)}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def drive(args) -> dict:
     impls = args.impls.split(",") if args.impls else default_impls(args.device)
     works = args.works.split(",") if args.works else list(WORKS)
@@ -265,12 +257,7 @@ def drive(args) -> dict:
                 if not items:
                     continue
                 specs = [{"work": r["work"], "nodes": r["nodes"], "edges": r["edges"]} for r, _ in items]
-                try:
-                    proc = subprocess.run(_base_cmd(args, impl) + ["--batch", json.dumps(specs)], capture_output=True,
-                                          text=True, timeout=args.row_timeout * len(items))
-                    out = _parse(proc)
-                except subprocess.TimeoutExpired:
-                    out = {"error": "timeout"}
+                out = run_row(_base_cmd(args, impl) + ["--batch", json.dumps(specs)], args.row_timeout * len(items))
                 for i, (row, _) in enumerate(items):
                     value = out[i] if isinstance(out, list) else out
                     row[impl] = {**row[impl], **value}
@@ -281,12 +268,7 @@ def drive(args) -> dict:
                     if row[impl].get("skipped"):
                         continue
                     extra = ["--work", row["work"], "--nodes", str(row["nodes"]), "--edges", str(row["edges"])]
-                    try:
-                        proc = subprocess.run(_base_cmd(args, impl) + extra, capture_output=True, text=True,
-                                              timeout=args.row_timeout)
-                        row[impl] = {**row[impl], **_parse(proc)}
-                    except subprocess.TimeoutExpired:
-                        row[impl] = {**row[impl], "error": f"timeout after {args.row_timeout} s"}
+                    row[impl] = {**row[impl], **run_row(_base_cmd(args, impl) + extra, args.row_timeout)}
                 print(json.dumps(row), flush=True)
     if args.out:
         write_outputs(result, args.out, plots=not args.dry_run and not args.no_plots)
@@ -296,9 +278,7 @@ def drive(args) -> dict:
 def write_outputs(result: dict, out: str, plots: bool = True) -> list[str]:
     """JSON at ``out``, markdown next to it, and (with matplotlib) the two PNG plots."""
     from bench.report import scaling_tables
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(out, result)
     stem = os.path.splitext(out)[0]
     written = [out]
     with open(stem + ".md", "w") as f:
