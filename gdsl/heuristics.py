@@ -72,16 +72,8 @@ def random_streams(kernel: KernelPlan) -> tuple[int, int]:
         if inp.space in ("param", kernel.rows):
             continue
         streams += 1
-        size += math.prod(inp.shape) * _itemsize(inp.dtype)
+        size += math.prod(inp.shape) * inp.dtype.itemsize
     return streams, size
-
-
-def _itemsize(dtype) -> int:
-    try:
-        import torch
-        return torch.empty((), dtype=dtype).element_size()
-    except (TypeError, RuntimeError):
-        return 4
 
 
 def numba_heuristic(kernel: KernelPlan, sig: GraphSignature, threads: int | None = None
