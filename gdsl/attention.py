@@ -2,9 +2,12 @@
 
 It is two compiled steps, each a DSL program like any user's: a gather-reduce computing every
 node's log-sum-exp of its edges' logits (an online-softmax reduction: one pass, running max and
-running denominator), then an edge map ``exp(logit - lse[dst])``. Autograd runs their generated
-backward kernels. Attention written as one message/reduce pair (``torch.softmax`` over the
-mailbox times the messages, summed) does not need this: it compiles to a single fused kernel.
+running denominator), then an edge map ``exp(logit - lse[dst])``. The backward is the softmax's
+own: ``dx = y * (dy - sum over the node's edges of dy * y)``, again two compiled steps (a
+gather-reduce, an edge map) reading the saved output; differentiating the two forward programs
+instead would recompute the exps and leave two partial gradients for autograd to add (E x H each).
+Attention written as one message/reduce pair (``torch.softmax`` over the mailbox times the
+messages, summed) does not need this: it compiles to a single fused kernel.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from .frame import Frame
 from .relation import Relation
 
 _LOGITS, _LSE, _OUT = "_gdsl_logits", "_gdsl_lse", "_gdsl_softmax"
+_GRAD, _DOT = "_gdsl_grad", "_gdsl_dot"
 
 
 def _message(edges):
@@ -31,6 +35,18 @@ def _log_sum_exp(nodes):
 
 def _normalise(edges):
     return {_OUT: torch.exp(edges.data[_LOGITS] - edges.dst[_LSE])}
+
+
+def _grad_times_output(edges):
+    return {_DOT: edges.data[_GRAD] * edges.data[_OUT]}
+
+
+def _sum_dot(nodes):
+    return {_DOT: nodes.mailbox[_DOT].sum(1)}
+
+
+def _softmax_grad(edges):
+    return {_LOGITS: edges.data[_OUT] * (edges.data[_GRAD] - edges.dst[_DOT])}
 
 
 def edge_softmax(graph, logits: torch.Tensor, eids: Any = ALL, norm_by: str = "dst") -> torch.Tensor:
@@ -66,21 +82,54 @@ def edge_softmax(graph, logits: torch.Tensor, eids: Any = ALL, norm_by: str = "d
                            f"{rel.num_edges} edges")
     if norm_by == "src":  # the reversed relation is kept with the graph's, its CSR and degrees too
         rel = rel._cached("reversed", rel.reversed)
-    return _normalised(rel, logits)
+    return _EdgeSoftmax.apply(rel, logits)
 
 
-def _normalised(rel: Relation, logits: torch.Tensor) -> torch.Tensor:
+class _EdgeSoftmax(torch.autograd.Function):
+    """Softmax over each destination's in-edges, with the softmax's backward (module docstring).
+    The backward runs differentiable steps, so double backward works."""
+
+    @staticmethod
+    def forward(ctx, rel: Relation, logits: torch.Tensor) -> torch.Tensor:
+        out = _normalised(rel, logits)
+        ctx.rel = rel
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        out, = ctx.saved_tensors
+        return None, _softmax_backward(ctx.rel, out, grad)
+
+
+def _view(rel: Relation, edge_data: dict[str, torch.Tensor]):
+    """A one-relation block over ``rel`` with the given edge fields (and the node frames)."""
     from .graph import Graph
 
     key = ("_N", "_E", "_M")
     device = rel.device
     src = Frame(rel.num_src, device, "source node")
     dst = Frame(rel.num_dst, device, "destination node")
-    edges = Frame(rel.num_edges, device, "edge", {_LOGITS: logits})
-    view = Graph({key: rel}, {"_N": src}, {"_M": dst}, {key: edges}, is_block=True)
-    executor = get_executor(device, None)
+    edges = Frame(rel.num_edges, device, "edge", edge_data)
+    return Graph({key: rel}, {"_N": src}, {"_M": dst}, {key: edges}, is_block=True), key, dst
+
+
+def _normalised(rel: Relation, logits: torch.Tensor) -> torch.Tensor:
+    view, key, dst = _view(rel, {_LOGITS: logits})
+    executor = get_executor(rel.device, None)
     lse = executor.gather_reduce(view, key, _message, _log_sum_exp, None).get(_LSE)
     if lse is None:  # no edges at all (the reference executor then creates no field)
         lse = logits.new_zeros((rel.num_dst, *logits.shape[1:]))
     dst[_LSE] = lse
     return executor.edge_map(view, key, _normalise, None)[_OUT]
+
+
+def _softmax_backward(rel: Relation, out: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """``out * (grad - sum over each node's edges of grad * out)``."""
+    view, key, dst = _view(rel, {_OUT: out, _GRAD: grad.contiguous()})
+    executor = get_executor(rel.device, None)
+    dot = executor.gather_reduce(view, key, _grad_times_output, _sum_dot, None).get(_DOT)
+    if dot is None:  # no edges at all
+        dot = out.new_zeros((rel.num_dst, *out.shape[1:]))
+    dst[_DOT] = dot
+    return executor.edge_map(view, key, _softmax_grad, None)[_LOGITS]

@@ -66,8 +66,11 @@ class CompiledKernel:
         csr = rel.in_csr if self.plan.rows == "dst" else rel.out_csr
         num_rows = rel.num_dst if self.plan.rows == "dst" else rel.num_src
         if self.backend == "numba":
+            ends = None
+            if self.source.by_edge:  # each edge's row and other endpoint, by edge id
+                ends = (rel.dst, rel.src) if self.plan.rows == "dst" else (rel.src, rel.dst)
             return self.runner.run(csr.indptr, csr.indices, csr.eids, num_rows, rel.num_edges, inputs, params,
-                                   schedule=schedule)
+                                   schedule=schedule, edge_ends=ends)
         return self.runner.run(csr.indptr, csr.indices, csr.eids, num_rows, rel.num_edges, inputs, params,
                                config=schedule)
 

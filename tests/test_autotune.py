@@ -263,6 +263,29 @@ def test_heuristic_prefetch_distance_follows_random_streams(message, width, dist
     assert ("random streams" in why) == (distance == heuristics.LONG_PREFETCH_DISTANCE)
 
 
+@pytest.mark.parametrize("func, schema, by_edge", [
+    # edge_softmax's exp step: 32 + 32 bytes of edge rows vs 32 of destination rows: by edge id
+    (lambda e: {"y": torch.exp(e.data["x"] - e.dst["lse"])}, {"dst": {"lse": (8,)}, "edge": {"x": (8,)}}, True),
+    # u_dot_v: a 4-byte edge output vs 256 bytes of destination rows: by rows
+    (lambda e: {"s": (e.src["h"] * e.dst["h"]).sum(-1, keepdim=True)}, {"src": {"h": (64,)}, "dst": {"h": (64,)}},
+     False),
+])
+def test_heuristic_walks_edge_maps_in_the_order_of_their_larger_side(func, schema, by_edge):
+    from gdsl.compiler.fusion import plan
+    from gdsl.compiler.passes import optimize
+    from gdsl.compiler.trace import FieldSpec, trace_edge_map
+
+    specs = {space: {name: FieldSpec(torch.float32, shape) for name, shape in fields.items()}
+             for space, fields in schema.items()}
+    kernel = plan(optimize(trace_edge_map(func, specs).program)[0]).kernel
+    assert kernel.pattern == "edge_map"
+    g = gdsl.graph(([0, 1, 2], [1, 2, 0]))
+    rel = gdsl.inspect(g, fn.copy_u("h", "m"), fn.sum("m", "o"), h=torch.randn(3, 4)).rel
+    schedule, why = heuristics.numba_heuristic(kernel, scheduling.signature(rel, torch.float32), threads=2)
+    assert schedule.edge_order == int(by_edge)
+    assert ("walked in id order" in why) == by_edge
+
+
 # ------------------------------------------------------------------------------------------------
 # The autotuner
 # ------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from gdsl.compiler.passes import optimize
 from gdsl.compiler.trace import trace_edge_map, trace_gather_reduce
 from gdsl.kernels import cache
 from gdsl.kernels.numba_runtime import NumbaKernel
+from gdsl.kernels.schedules import NumbaSchedule
 
 from oracles import BINARY_MESSAGES, COPY_MESSAGES, MESSAGES, parse_message
 from strategies import graph_cases
@@ -61,6 +62,8 @@ def _cache_dir(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------
 _MEMO = KernelMemo(lambda kernel: NumbaKernel(generate_numba(kernel)))
 compiled, gather, edge_map = _MEMO.compiled, _MEMO.gather, _MEMO.edge_map
+# edge maps walking the edges in id order (NumbaSchedule.edge_order=1)
+_BY_EDGE = KernelMemo(lambda kernel: NumbaKernel(generate_numba(kernel, NumbaSchedule(edge_order=1))))
 _specs = field_specs
 
 
@@ -81,7 +84,12 @@ def check_kernel(plan_, kernel: NumbaKernel, params, case, idtype, feats, csr=No
     rows = getattr(plan_, "rows", "dst")
     indptr, indices, eids = in_csr(case, idtype, rows) if csr is None else csr
     num_rows = case.num_dst if rows == "dst" else case.num_src
-    out = kernel.run(indptr, indices, eids, num_rows, case.num_edges, feats, params)
+    ends = None
+    if kernel.source.by_edge:  # each edge's row and other endpoint, by edge id
+        np_type = indptr.dtype
+        ends = tuple(np.asarray(a, dtype=np_type) for a in ((case.dst, case.src) if rows == "dst"
+                                                             else (case.src, case.dst)))
+    out = kernel.run(indptr, indices, eids, num_rows, case.num_edges, feats, params, edge_ends=ends)
     program = plan_.program
     ref = interpret.evaluate(program, params, g, feats)
     assert set(out) == set(ref) | {n + "@arg" for n, i in program.outputs
@@ -165,7 +173,11 @@ def test_builtin_message_as_edge_map(name, case, seed, kind):
     comp = edge_map(("edge", name), builtin_message(name), schema)
     assert comp.step.kernel.pattern == "edge_map"
     nonzero = ("b",) if "_div_" in name else ()
-    run_and_check(comp, case, idtype, make_features(case, schema, seed, kind, nonzero))
+    feats = make_features(case, schema, seed, kind, nonzero)
+    run_and_check(comp, case, idtype, feats)
+    by_edge = _BY_EDGE.edge_map(("edge", name), builtin_message(name), schema)
+    assert by_edge.kernel.source.by_edge
+    run_and_check(by_edge, case, idtype, feats)
 
 
 def test_builtin_tables():
@@ -295,7 +307,26 @@ def test_udf_edge_map_shared_value_cat_slice_view(case, seed, kind):
                 "c": torch.cat([x[:, 2:5], e.data["w"], heads[:, 1, :]], -1)}
 
     comp = edge_map("edge_map_mix", func, schema)
-    run_and_check(comp, case, torch.int64, make_features(case, schema, seed, kind))
+    feats = make_features(case, schema, seed, kind)
+    run_and_check(comp, case, torch.int64, feats)
+    run_and_check(_BY_EDGE.edge_map("edge_map_mix", func, schema), case, torch.int32, feats)
+
+
+@EXAMPLES
+@given(**CASES)
+def test_udf_edge_map_softmax_step_both_walks(case, seed, kind):
+    """edge_softmax's second step (exp of a logit minus its destination's log-sum-exp, 4 heads:
+    exp32 in a loop), walked by rows and in edge-id order."""
+    schema = float_schema(torch.float32, dst={"lse": (4,)}, edge={"x": (4,)})
+
+    def func(e):
+        return {"y": torch.exp(e.data["x"] - e.dst["lse"]), "z": torch.sigmoid(e.data["x"])}
+
+    feats = make_features(case, schema, seed, kind)
+    for memo, idtype in ((_MEMO, torch.int32), (_BY_EDGE, torch.int64)):
+        comp = memo.edge_map("softmax_step", func, schema)
+        assert "exp32(" in comp.kernel.source.source
+        run_and_check(comp, case, idtype, feats)
 
 
 @EXAMPLES
@@ -389,7 +420,8 @@ def _backward(name):
         message, reduce, schema = BACKWARD[name]
         comp = gather(("backward-forward", name), message, reduce, schema)
         back = plan(optimize(vjp(comp.step.kernel.program))[0])
-        kernels = [(k, NumbaKernel(generate_numba(k))) for k in back.kernels]
+        # edge maps among them walk the edges in id order, the others their rows
+        kernels = [(k, NumbaKernel(generate_numba(k, NumbaSchedule(edge_order=1)))) for k in back.kernels]
         _BACKWARD_COMPILED[name] = (comp, back, kernels)
     return _BACKWARD_COMPILED[name]
 
@@ -479,6 +511,50 @@ def test_opaque_loop_bounds_only_for_16_to_48_wide_loops():
         text = codegen.generate_numba(plan(optimize(traced.program)[0]).kernel).source
         assert (f"nf{width} = opaque({width})" in text) == opaque
         assert (f"range(nf{width})" in text) == opaque and (f"range({width})" in text) != opaque
+
+
+def test_edge_order_walk_source():
+    """edge_order=1: an edge map walks edge-id ranges, reads its edge rows in sequence and
+    prefetches the endpoints' rows; gather-reduce kernels are unchanged by the knob."""
+    import gdsl.compiler.codegen.numba as codegen
+
+    schema = float_schema(torch.float32, src={"h": (8,)}, dst={"q": (8,)}, edge={"w": (8,)})
+    traced = trace_edge_map(lambda e: {"s": e.src["h"] * e.dst["q"] + e.data["w"]}, field_specs(schema))
+    kernel = plan(optimize(traced.program)[0]).kernel
+    src = codegen.generate_numba(kernel, NumbaSchedule(edge_order=1))
+    text = src.source
+    assert src.by_edge and src.arg_names[:5] == ["row_ids", "other_ids", "edge_splits", "num_rows", "num_edges"]
+    assert "for e in range(edge_splits[p], edge_splits[p + 1]):" in text
+    assert "v = row_ids[e]" in text and "u = other_ids[e]" in text and "eids" not in text
+    assert "jp = e + 8" in text and "vp = row_ids[jp]" in text and "prefetch(dst_q, vp, 0)" in text
+    assert "prefetch(edge_w" not in text and "prefetch_write(" not in text  # edge rows: in order
+    assert "edge_order=1" in text
+    rows = codegen.generate_numba(kernel)
+    assert not rows.by_edge and "e = eids[j]" in rows.source and "prefetch(edge_w, ep, 0)" in rows.source
+    gather_kernel = _u_mul_e_sum_kernel().step.kernel
+    assert not codegen.generate_numba(gather_kernel, NumbaSchedule(edge_order=1)).by_edge
+    compile(text, "<generated>", "exec")
+
+
+def test_edge_order_walk_needs_edge_ends():
+    schema = float_schema(torch.float32, edge={"w": (2,)})
+    comp = _BY_EDGE.edge_map("needs_ends", lambda e: {"y": e.data["w"] * 2.0}, schema)
+    w = torch.ones(3, 2)
+    ip, ix, ei = (np.array(a) for a in ([0, 1, 3], [0, 1, 0], [1, 0, 2]))
+    with pytest.raises(gdsl.GdslError, match="walks the edges in id order"):
+        comp.kernel.run(ip, ix, ei, 2, 3, {"edge:w": w}, [])
+    with pytest.raises(gdsl.GdslError, match="edge_ends have 2 / 2 entries for 3 edges"):
+        comp.kernel.run(ip, ix, ei, 2, 3, {"edge:w": w}, [], edge_ends=(np.array([0, 1]), np.array([0, 1])))
+    out = comp.kernel.run(ip, ix, ei, 2, 3, {"edge:w": w}, [], edge_ends=(np.array([1, 0, 1]), np.array([0, 1, 0])))
+    torch.testing.assert_close(out["edge:y"], torch.full((3, 2), 2.0))
+
+
+def test_edge_order_schedule_validation():
+    with pytest.raises(ValueError, match="edge_order must be 0 or 1"):
+        NumbaSchedule(edge_order=2)
+    with pytest.raises(ValueError, match="hub_threshold must be None"):
+        NumbaSchedule(edge_order=1, hub_threshold=10)
+    assert NumbaSchedule(edge_order=1).codegen_key() != NumbaSchedule().codegen_key()
 
 
 @settings(max_examples=50, deadline=None)

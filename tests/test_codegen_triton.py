@@ -310,7 +310,7 @@ def test_udf_multi_head(dtype, case, seed, kind, config):
     run_and_check(comp, case, torch.int32, make_features(case, schema, seed, kind), config)
 
 
-@EXAMPLES
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))  # ~10 s per example
 @given(**CASES)
 def test_udf_multi_head_u_dot_v(case, seed, kind, config):
     """Per-head dot products (E, H, 1) from (N, H, D) features, then a per-head weighted sum:

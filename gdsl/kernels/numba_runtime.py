@@ -96,9 +96,11 @@ class NumbaKernel(GeneratedKernel):
 
     def arguments(self, indptr, indices, eids, num_rows: int, num_edges: int,
                   inputs: Mapping[str, Any], params: Sequence[torch.Tensor],
-                  schedule: NumbaSchedule | None = None
+                  schedule: NumbaSchedule | None = None, edge_ends: tuple | None = None
                   ) -> tuple[list[Any], dict[str, tuple[np.ndarray, int]]]:
-        """The call arguments of the generated function and the output arrays by name."""
+        """The call arguments of the generated function and the output arrays by name.
+        ``edge_ends``: ``(row ids, other ids)`` by edge id, for a source that walks the edges in
+        id order (``source.by_edge``)."""
         src = self.source
         schedule = schedule if schedule is not None else NumbaSchedule()
         hub_capable = src.partial_entry is not None
@@ -107,15 +109,26 @@ class NumbaKernel(GeneratedKernel):
                             f"(generate_numba(kernel, schedule) with hub_threshold set)")
         threshold = (schedule.hub_threshold or HUB_OFF) if hub_capable else None
         num_rows, num_edges = int(num_rows), int(num_edges)
-        indptr_np = _index_array(indptr, "indptr")
-        if indptr_np.shape[0] != num_rows + 1:
-            raise GdslError(f"indptr has {indptr_np.shape[0]} entries for {num_rows} rows")
         import numba
 
-        splits = _cached_row_splits(indptr, indptr_np, num_rows,
-                                    numba.get_num_threads() * schedule.parts_per_thread, threshold)
-        args: list[Any] = [indptr_np, _index_array(indices, "indices"), _index_array(eids, "eids"),
-                           splits, num_rows, num_edges]
+        parts = numba.get_num_threads() * schedule.parts_per_thread
+        if src.by_edge:
+            if edge_ends is None:
+                raise GdslError(f"numba kernel {src.entry} walks the edges in id order: it needs each "
+                                f"edge's endpoints (edge_ends)")
+            row_ids, other_ids = (_index_array(ids, name) for ids, name in zip(edge_ends, ("row ids", "other ids")))
+            if row_ids.shape[0] != num_edges or other_ids.shape[0] != num_edges:
+                raise GdslError(f"edge_ends have {row_ids.shape[0]} / {other_ids.shape[0]} entries for "
+                                f"{num_edges} edges")
+            edge_splits = np.linspace(0, num_edges, min(parts, max(1, num_edges)) + 1).astype(np.int64)
+            args: list[Any] = [row_ids, other_ids, edge_splits, num_rows, num_edges]
+        else:
+            indptr_np = _index_array(indptr, "indptr")
+            if indptr_np.shape[0] != num_rows + 1:
+                raise GdslError(f"indptr has {indptr_np.shape[0]} entries for {num_rows} rows")
+            splits = _cached_row_splits(indptr, indptr_np, num_rows, parts, threshold)
+            args = [indptr_np, _index_array(indices, "indices"), _index_array(eids, "eids"),
+                    splits, num_rows, num_edges]
         if hub_capable:
             args.append(threshold)
         for spec in src.inputs:
@@ -156,7 +169,7 @@ class NumbaKernel(GeneratedKernel):
 
     def run(self, indptr, indices, eids, num_rows: int, num_edges: int,
             inputs: Mapping[str, Any], params: Sequence[torch.Tensor] = (),
-            schedule: NumbaSchedule | None = None) -> dict[str, torch.Tensor]:
+            schedule: NumbaSchedule | None = None, edge_ends: tuple | None = None) -> dict[str, torch.Tensor]:
         """Run over an in-CSR (``indptr[num_rows+1]``, ``indices``: source node of each entry,
         ``eids``: its edge id). ``inputs`` maps ``name``, ``"space:name"`` or ``{space: {name:
         tensor}}`` to the kernel's feature inputs; ``params`` are the traced weights.
@@ -165,10 +178,12 @@ class NumbaKernel(GeneratedKernel):
         including ``"<name>@arg"`` (int64 winning edge ids, -1 for empty rows) for max/min.
         ``schedule`` (a :class:`~gdsl.kernels.schedules.NumbaSchedule`, default ``NumbaSchedule()``)
         sets the launch knobs; its source-changing knobs must be those the source was generated
-        with.
+        with. ``edge_ends`` (``(row ids, other ids)`` by edge id) is needed by a source that walks
+        the edges in id order.
         """
         schedule = schedule if schedule is not None else NumbaSchedule()
-        args, outputs = self.arguments(indptr, indices, eids, num_rows, num_edges, inputs, params, schedule)
+        args, outputs = self.arguments(indptr, indices, eids, num_rows, num_edges, inputs, params, schedule,
+                                       edge_ends)
         self._call(self.source.entry, args)
         if schedule.hub:
             tasks = hub_rows.hub_tasks(torch.from_numpy(args[0]), schedule.hub_threshold, schedule.hub_chunk)

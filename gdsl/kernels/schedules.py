@@ -48,6 +48,10 @@ class NumbaSchedule:
     - ``hub_threshold`` / ``hub_chunk``: split rows with more entries than the threshold into
       chunks of ``hub_chunk`` entries, processed in parallel and combined in order (see the
       module docstring); ``None`` generates the plain kernel.
+    - ``edge_order``: 1 makes an edge map walk the edges in id order, in ``threads x
+      parts_per_thread`` equal ranges, instead of by rows: its per-edge rows are then read and
+      written in sequence and the endpoints' rows at random (0: by rows). Gather-reduce kernels
+      ignore it. Changes the generated source; excludes hub rows (an edge walk has no rows).
     """
 
     parts_per_thread: int = 8
@@ -55,6 +59,7 @@ class NumbaSchedule:
     prefetch_lines: int = 8
     hub_threshold: int | None = None
     hub_chunk: int = 4096
+    edge_order: int = 0
 
     backend = "numba"
 
@@ -64,6 +69,10 @@ class NumbaSchedule:
         if self.prefetch_distance < 0 or self.prefetch_lines < 1:
             raise ValueError("NumbaSchedule: prefetch_distance must be >= 0 and prefetch_lines >= 1")
         _check_hub("NumbaSchedule", self.hub_threshold, self.hub_chunk)
+        if self.edge_order not in (0, 1):
+            raise ValueError(f"NumbaSchedule.edge_order must be 0 or 1, got {self.edge_order}")
+        if self.edge_order and self.hub_threshold is not None:
+            raise ValueError("NumbaSchedule: edge_order=1 walks edges, not rows: hub_threshold must be None")
 
     @property
     def hub(self) -> bool:
@@ -71,7 +80,8 @@ class NumbaSchedule:
 
     def codegen_key(self) -> tuple:
         """What of this schedule the generated source depends on."""
-        return (self.prefetch_distance, self.prefetch_lines if self.prefetch_distance else 0, self.hub)
+        return (self.prefetch_distance, self.prefetch_lines if self.prefetch_distance else 0, self.hub,
+                self.edge_order)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

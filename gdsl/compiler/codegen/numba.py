@@ -17,6 +17,14 @@ kernel (docs/design.md, section 4)::
                     <reductions / edge stores>
             <finalise: mean divides by the degree>
 
+An edge map may instead walk the edges in id order (``NumbaSchedule.edge_order``): the per-edge
+feature rows are then read and written in sequence, and the endpoints' rows at random::
+
+    for p in numba.prange(num_parts):               # contiguous edge-id ranges
+        for e in range(edge_splits[p], edge_splits[p + 1]):
+            v = row_ids[e]; u = other_ids[e]
+            <per-row values (now per edge), then the edge's work as above>
+
 Rows are destinations (in-CSR, ``KernelPlan.rows == 'dst'``) or, for reductions into sources as in
 backward kernels, sources (out-CSR); ``indices[j]`` is then a destination, named ``d``. The runtime
 computes ``row_splits`` (:func:`gdsl.kernels.numba_runtime.row_splits`): several parts per thread,
@@ -57,7 +65,7 @@ from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
 from .common import describe as _describe
 from .common import sanitize as _sanitize
 
-CODEGEN_VERSION = "numba-4"
+CODEGEN_VERSION = "numba-5"
 
 
 _NP_TYPES = {
@@ -79,7 +87,9 @@ _CONST = -1
 class NumbaSource:
     """A generated module: ``source`` defines ``entry``, called with ``arg_names`` in order:
     ``indptr, indices, eids, row_splits, num_rows, num_edges`` (then ``hub_threshold`` in a
-    hub-capable module), then ``inputs``, then ``outputs``."""
+    hub-capable module), then ``inputs``, then ``outputs``. An edge map walking the edges in id
+    order (``by_edge``) takes ``row_ids, other_ids, edge_splits, num_rows, num_edges`` first: each
+    edge's row (destination for in-CSR kernels) and other endpoint, indexed by edge id."""
 
     source: str
     entry: str
@@ -90,6 +100,7 @@ class NumbaSource:
     fingerprint: str
     partial_entry: str | None = None        # hub-capable modules: the chunk kernel
     partial_arg_names: list[str] | None = None
+    by_edge: bool = False
 
     def output(self, name: str) -> OutputSpec:
         for spec in self.outputs:
@@ -219,8 +230,9 @@ class _Nest:
     """A chain of loops at the edge level; ``pre[k]`` / ``post[k]`` are the lines before / after
     loop ``k`` inside loop ``k - 1`` (``pre[0]``: before the outermost loop)."""
 
-    def __init__(self, loops: list[tuple[str, int]]):
+    def __init__(self, loops: list[tuple[str, int]], opaque_from: int = 16):
         self.loops = loops
+        self.opaque_from = opaque_from  # loops this long or longer run to an opaque bound
         self.pre: list[list[str]] = [[] for _ in range(len(loops) + 1)]
         self.post: list[list[str]] = [[] for _ in range(len(loops) + 1)]
         self.memo: dict[tuple, tuple[str, int]] = {}
@@ -235,7 +247,7 @@ class _Nest:
             lines.extend(pad + line for line in self.pre[k])
             if k < len(self.loops):
                 var, extent = self.loops[k]
-                lines.append(f"{pad}for {var} in range({_trip(extent)}):")
+                lines.append(f"{pad}for {var} in range({_trip(extent, self.opaque_from)}):")
                 emit(k + 1, pad + "    ")
             lines.extend(pad + line for line in self.post[k])
 
@@ -247,12 +259,17 @@ class _Nest:
 # once per part): LLVM fully unrolls loops with such constant trip counts and then cannot vectorise
 # them (it cannot prove the output row and the gathered rows disjoint); with an unknown count it
 # vectorises them behind a runtime check. Shorter loops gain nothing, longer ones are not unrolled.
-_OPAQUE_TRIPS = range(16, 49)
+# An online softmax's loop over heads carries its running max and denominator in scratch from
+# edge to edge like an accumulating output row: it runs to an opaque bound from 4 iterations on
+# (8 heads: log-sum-exp 50 -> 13 ms on 100k/1M). Loops that only store (edge maps) vectorise
+# unrolled as well.
+_OPAQUE_MAX = 48
+_OPAQUE_SOFTMAX = 4
 _TRIP_NAME = re.compile(r"\brange\(nf(\d+)\)")
 
 
-def _trip(extent: int) -> str:
-    return f"nf{extent}" if extent in _OPAQUE_TRIPS else str(extent)
+def _trip(extent: int, opaque_from: int = 16) -> str:
+    return f"nf{extent}" if opaque_from <= extent <= _OPAQUE_MAX else str(extent)
 
 
 def _nest_over(shape: tuple[int, ...], flat: bool, var: str = "f") -> tuple[_Nest, Any]:
@@ -327,6 +344,8 @@ class _Generator:
         # writes each chunk's result to row t of partial outputs (combined by gdsl.kernels.hub).
         self.partial = partial
         self.orow = "t" if partial else "v"  # the output row of a row's reductions
+        # an edge map walking the edges in id order instead of by rows (module docstring)
+        self.by_edge = bool(schedule.edge_order) and kernel.pattern == "edge_map" and not partial
         self.prog: Program = kernel.program
         # Rows are destinations (in-CSR) or, for reductions into sources, sources (out-CSR);
         # ``indices[j]`` is the other endpoint of entry j, named u (a source) or d (a destination).
@@ -338,8 +357,8 @@ class _Generator:
         self.names: set[str] = {"indptr", "indices", "eids", "num_rows", "num_edges", "v", "j", "u",
                                 "d", "e", "start", "end", "first", "np", "numba", "deg", "nnz",
                                 "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
-                                "task_end", "num_tasks",
-                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque",
+                                "task_end", "num_tasks", "row_ids", "other_ids", "edge_splits", "vp",
+                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
         self.alloc_lines: list[str] = []    # per-row scratch arrays
@@ -502,8 +521,14 @@ class _Generator:
             self.uses_e = True
             return "e", _EDGE
         if space == self.rows:
-            return "v", _ROW
+            return "v", (_EDGE if self.by_edge else _ROW)
         return None, _ROW
+
+    def random_row(self, row: str) -> bool:
+        """Whether rows indexed by ``row`` are read at random (and worth prefetching): the other
+        endpoint's always; edge rows unless the kernel walks the edges in order; its own rows
+        only then."""
+        return row == self.nbr or (row == "e") != self.by_edge
 
     def access(self, i: int, flat: _Ix) -> tuple[str, int]:
         """Direct read of a stored value (an input array or scratch) at a flat index."""
@@ -517,7 +542,7 @@ class _Generator:
             row, level = self.row_of(space)
             if row is None:
                 return f"{spec.arg_name}[{flat.text}]", max(level, flat.level)
-            if row != "v":
+            if self.random_row(row):
                 self.random_rows[spec.arg_name] = (row, spec.dtype, spec.size, False)
             return f"{spec.arg_name}[{row}, {flat.text}]", max(level, flat.level)
         name = self.scratch[i]
@@ -626,10 +651,12 @@ class _Generator:
             text = f"abs({x})"
         elif op == "relu":
             text = f"np.maximum({x}, {zero})"
-        elif op in ("exp", "log", "tanh", "sqrt"):
+        elif op == "exp":
+            text = self.exp(x, cdtype)
+        elif op in ("log", "tanh", "sqrt"):
             text = f"np.{op}({x})"
         elif op == "sigmoid":
-            text = f"{one} / ({one} + np.exp(-{_paren(x)}))"
+            text = f"{one} / ({one} + {self.exp('-' + _paren(x), cdtype)})"
         elif op == "rsqrt":
             text = f"{one} / np.sqrt({x})"
         elif op == "leaky_relu":
@@ -657,6 +684,14 @@ class _Generator:
         if dtype in (torch.int32,) and kind != "compare" and op != "cast":
             text = f"np.int32({text})"  # numba widens int32 arithmetic to int64
         return text, level
+
+    def exp(self, x: str, dtype: torch.dtype) -> str:
+        """``exp(x)``: float32 through the vectorisable exp32 (numba's np.exp is a scalar libm
+        call), float64 through np.exp (full precision, for gradcheck)."""
+        if dtype == torch.float32:
+            self.uses_exp32 = True
+            return f"exp32({x})"
+        return f"np.exp({x})"
 
     def dropout_text(self, ins, index) -> tuple[str, int]:
         """``1 / (1 - p)`` or 0: the element's keep bit hashed from (seed, stream, edge, index)."""
@@ -866,7 +901,8 @@ class _Generator:
             level = max(_EDGE, level, flat.level)
             if out.space == "edge":
                 self.uses_e = True
-                self.random_rows[out.arg_name] = ("e", out.dtype, out.size, True)
+                if self.random_row("e"):
+                    self.random_rows[out.arg_name] = ("e", out.dtype, out.size, True)
                 comments.append(f"# {out.name} = %{value}")
                 self.place(level, f"{out.arg_name}[e, {flat.text}] = {text}", nest)
                 continue
@@ -890,13 +926,14 @@ class _Generator:
         nest.pre[0][:0] = comments
         return nest
 
-    def body_softmax(self, out: OutputSpec, lse: OutputSpec | None, i: int) -> _Nest:
+    def body_softmax(self, out: OutputSpec, lse: OutputSpec | None, i: int) -> list[_Nest]:
         """An online-softmax reduction: ``softmax_sum(x, v)`` or ``logsumexp(x)``.
 
         Per element of x's shape the row keeps a running max ``M`` and denominator ``S``
-        (per-part scratch); the output row accumulates ``exp(x - M) * v`` and is rescaled by
-        ``exp(M_old - M_new)`` when a larger logit arrives, so each edge is read once. The row's
-        finalisation (see ``softmax_final``) divides by ``S`` and writes ``M + log S``."""
+        (per-part scratch); every edge rescales ``S`` and the output row by ``exp(M_old - M_new)``
+        (1 unless the max grew) and adds ``exp(x - M_new)`` (times ``v``), so each edge is read
+        once and the loop over heads has no branch. The row's finalisation (see
+        ``softmax_final``) divides by ``S`` and writes ``M + log S``."""
         ins = self.prog.instrs[i]
         xi = ins.args[0]
         x_shape = self.prog.instrs[xi].shape
@@ -905,8 +942,9 @@ class _Generator:
         head_axes = [k for k, n in enumerate(shape) if pad[k] > 1]
         other_axes = [k for k, n in enumerate(shape) if pad[k] == 1 and n > 1]
         loops = [(f"i{k}", shape[k]) for k in head_axes] + [(f"i{k}", shape[k]) for k in other_axes]
-        nest = _Nest(loops)
-        var = {k: nest.var(n) for n, k in enumerate(head_axes + other_axes)}
+        # the logits' loops (values wider than the logits get a nest of their own)
+        nest = _Nest(loops[:len(head_axes)], opaque_from=_OPAQUE_SOFTMAX)
+        var = {k: nest.var(n) for n, k in enumerate(head_axes)}
         multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
         x_index = _broadcast_index(multi, shape, x_shape)
         x_flat = _to_flat(x_index, x_shape)
@@ -928,35 +966,49 @@ class _Generator:
             self.place(level, f"{name} = {xt}", nest)
             xt = name
         m_cell, d_cell = f"{run_max}[{x_flat.text}]", f"{run_den}[{x_flat.text}]"
-        scale, weight = self.fresh(f"sc{i}"), self.fresh(f"pw{i}")
-        lines = [f"if {xt} > {m_cell}:",
-                 f"    {scale} = np.exp({m_cell} - {xt})",
-                 f"    {d_cell} *= {scale}"]
-        if out.reducer == "softmax_sum":
-            # rescale this logit's slice of the accumulator: the output entries it weighs
-            pad_text = "    "
-            for k in other_axes:
-                lines.append(f"{pad_text}for q{k} in range({shape[k]}):")
-                pad_text += "    "
-            terms = [(var[k], stride) if k in head_axes else (_Ix(f"q{k}", _EDGE), stride)
-                     for k, stride in zip(range(len(shape)), _strides(shape)) if k in var]
-            cell = f"{out.arg_name}[{self.orow}, {_lin(terms).text}]"
-            lines.append(f"{pad_text}{cell} *= {scale}")
-        lines += [f"    {m_cell} = {xt}",
-                  f"{weight} = np.exp({xt} - {m_cell}) if {m_cell} > {_extreme(dtype, 'max')} "
-                  f"else {_literal(0, dtype)}",
-                  f"{d_cell} += {weight}"]
+        old_max, new_max = self.fresh(f"mo{i}"), self.fresh(f"mn{i}")
+        live, scale, weight = self.fresh(f"lv{i}"), self.fresh(f"sc{i}"), self.fresh(f"pw{i}")
+        # Branch-free: every edge rescales by exp(M_old - M_new) (1 unless the max grew), so the
+        # loop over heads is straight-line code that vectorises with exp32. A row whose logits
+        # are all -inf so far keeps S = 0 (no exp(-inf - -inf)).
+        lines = [f"{old_max} = {m_cell}",
+                 f"{new_max} = np.maximum({old_max}, {xt})",
+                 f"{live} = {new_max} > {_extreme(dtype, 'max')}",
+                 f"{scale} = {self.exp(f'{old_max} - {new_max}', dtype)}",
+                 f"{weight} = {self.exp(f'{xt} - {new_max}', dtype)}",
+                 f"{scale} = {scale} if {live} else {_literal(1, dtype)}",  # (selects: the exps are
+                 f"{weight} = {weight} if {live} else {_literal(0, dtype)}",  # computed either way)
+                 f"{d_cell} = {d_cell} * {scale} + {weight}",
+                 f"{m_cell} = {new_max}"]
         for line in lines:
             self.place(level, line, nest)
+        nests = [nest]
         if out.reducer == "softmax_sum":
             vi = ins.args[1]
             v_shape = self.prog.instrs[vi].shape
-            vt, vlevel = self.value(vi, _broadcast_index(multi, shape, v_shape), nest, dtype)
+            if other_axes:
+                # Values wider than the logits (heads x features) are accumulated in a nest of
+                # their own, so that the loop over heads above stays innermost (vector code);
+                # with several heads their factors reach it through scratch.
+                value_nest = _Nest(list(loops), opaque_from=_OPAQUE_SOFTMAX)
+                value_var = {k: value_nest.var(n) for n, k in enumerate(head_axes + other_axes)}
+                multi = _Multi(tuple(value_var.get(k, _c(0)) for k in range(len(shape))))
+                if head_axes:
+                    scales, weights = self.fresh(f"scs{i}"), self.fresh(f"pws{i}")
+                    self.alloc_lines.append(f"{scales} = np.empty({nx}, {_np_type(dtype)})")
+                    self.alloc_lines.append(f"{weights} = np.empty({nx}, {_np_type(dtype)})")
+                    self.place(level, f"{scales}[{x_flat.text}] = {scale}", nest)
+                    self.place(level, f"{weights}[{x_flat.text}] = {weight}", nest)
+                    x_text = _to_flat(_broadcast_index(multi, shape, x_shape), x_shape).text
+                    scale, weight = f"{scales}[{x_text}]", f"{weights}[{x_text}]"
+                nests.append(value_nest)
+            vt, vlevel = self.value(vi, _broadcast_index(multi, shape, v_shape), nests[-1], dtype)
             flat = _to_flat(multi, shape)
+            cell = f"{out.arg_name}[{self.orow}, {flat.text}]"
             self.place(max(_EDGE + len(loops), vlevel, flat.level),
-                       f"{out.arg_name}[{self.orow}, {flat.text}] += {weight} * {_paren(vt)}", nest)
+                       f"{cell} = {cell} * {scale} + {weight} * {_paren(vt)}", nests[-1])
         self.softmax_final(out, lse, shape, x_shape, run_max, run_den)
-        return nest
+        return nests
 
     def softmax_final(self, out: OutputSpec, lse: OutputSpec | None, shape, x_shape, run_max: str,
                       run_den: str) -> None:
@@ -989,6 +1041,7 @@ class _Generator:
     def generate(self) -> "_Function":
         self.uses_prefetch = False
         self.uses_dropout = False
+        self.uses_exp32 = False
         self.plan_arguments()
         self.analyze()
         prog = self.prog
@@ -1019,7 +1072,7 @@ class _Generator:
             nests.append(self.body_sinks(shape, sinks))
         self.final_lines: list[str] = []
         for out, lse, i in self.softmax_sinks:
-            nests.append(self.body_softmax(out, lse, i))
+            nests.extend(self.body_softmax(out, lse, i))
 
         fingerprint = prog.fingerprint()
         entry = f"gdsl_{self.kernel.pattern}_{fingerprint}"
@@ -1028,6 +1081,8 @@ class _Generator:
             entry += "_partial"
             arg_names = ["indptr", "indices", "eids", "task_row", "task_start", "task_end", "num_tasks",
                          "num_edges"]
+        elif self.by_edge:
+            arg_names = ["row_ids", "other_ids", "edge_splits", "num_rows", "num_edges"]
         else:
             arg_names = ["indptr", "indices", "eids", "row_splits", "num_rows", "num_edges"]
             if hub:
@@ -1037,7 +1092,18 @@ class _Generator:
 
         body: list[str] = []
         ind0, ind1, ind2 = " " * 8, " " * 12, " " * 16
-        if self.partial:
+        if self.by_edge:
+            body.append(f"{' ' * 4}for p in numba.prange(edge_splits.shape[0] - 1):")
+            body += [ind0 + line for line in self.alloc_lines]
+            body.append(f"{ind0}for e in range(edge_splits[p], edge_splits[p + 1]):")
+            body += self.prefetch_lines(ind1)
+            body.append(f"{ind1}v = row_ids[e]")
+            if self.uses_u:
+                body.append(f"{ind1}{self.nbr} = other_ids[e]")
+            body += [ind1 + line for line in self.row_lines]
+            for nest in nests:
+                body += nest.render(ind1)
+        elif self.partial:
             # One task per chunk of a hub row; its reductions go to row t of the partial outputs.
             ind1 = ind0
             body.append(f"{' ' * 4}for t in numba.prange(num_tasks):")
@@ -1057,29 +1123,30 @@ class _Generator:
             if hub:
                 body.append(f"{ind1}if end - start > hub_threshold:  # a hub row: the partial kernel walks it")
                 body.append(f"{ind1}    end = start")
-        body += [ind1 + line for line in self.row_lines]
-        for out in self.outputs:
-            if out.space == "edge":
-                continue
-            init = "-1" if out.name.endswith("@arg") else _literal(0, out.dtype)
-            body += self.row_loop(out, f"{out.arg_name}[{orow}, {{f}}] = {init}", ind1)
-        body.append(f"{ind1}for j in range(start, end):")
-        body += self.prefetch_lines(ind2)
-        if self.uses_u:
-            body.append(f"{ind2}{self.nbr} = indices[j]")
-        if self.uses_e:
-            body.append(f"{ind2}e = eids[j]")
-        if self.uses_first:
-            body.append(f"{ind2}first = j == start")
-        for nest in nests:
-            body += nest.render(ind2)
-        for out in self.outputs:
-            if out.reducer == "mean" and out.space != "edge" and not self.partial:  # partial: sums
-                body.append(f"{ind1}if end > start:")
-                body.append(f"{ind2}deg = {_np_type(out.dtype)}(end - start)")
-                body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {out.arg_name}[v, {{f}}] / deg",
-                                      ind2)
-        body += [ind1 + line for line in self.final_lines]
+        if not self.by_edge:
+            body += [ind1 + line for line in self.row_lines]
+            for out in self.outputs:
+                if out.space == "edge":
+                    continue
+                init = "-1" if out.name.endswith("@arg") else _literal(0, out.dtype)
+                body += self.row_loop(out, f"{out.arg_name}[{orow}, {{f}}] = {init}", ind1)
+            body.append(f"{ind1}for j in range(start, end):")
+            body += self.prefetch_lines(ind2)
+            if self.uses_u:
+                body.append(f"{ind2}{self.nbr} = indices[j]")
+            if self.uses_e:
+                body.append(f"{ind2}e = eids[j]")
+            if self.uses_first:
+                body.append(f"{ind2}first = j == start")
+            for nest in nests:
+                body += nest.render(ind2)
+            for out in self.outputs:
+                if out.reducer == "mean" and out.space != "edge" and not self.partial:  # partial: sums
+                    body.append(f"{ind1}if end > start:")
+                    body.append(f"{ind2}deg = {_np_type(out.dtype)}(end - start)")
+                    body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {out.arg_name}[v, {{f}}] / deg",
+                                          ind2)
+            body += [ind1 + line for line in self.final_lines]
 
         trips = sorted({int(n) for line in body for n in _TRIP_NAME.findall(line)})
         if trips:  # the opaque loop bounds, once per part (or hub task), before its rows
@@ -1092,9 +1159,11 @@ class _Generator:
         prelude = []
         if self.uses_prefetch:
             imports.append("from gdsl.kernels.numba_intrinsics import prefetch, prefetch_write")
-            prelude.append("    nnz = indices.shape[0]")
+            prelude.append("    nnz = " + ("num_edges" if self.by_edge else "indices.shape[0]"))
         if self.uses_dropout:
             imports.append("from gdsl.kernels.numba_intrinsics import dropout_keep")
+        if self.uses_exp32:
+            imports.append("from gdsl.kernels.numba_intrinsics import exp32")
         function = [
             "@numba.njit(parallel=True, cache=True, fastmath=False, error_model='numpy')",
             f"def {entry}({', '.join(arg_names)}):",
@@ -1114,7 +1183,8 @@ class _Generator:
         header += ["#", "# schedule knobs in this source: prefetch_distance="
                    f"{self.schedule.prefetch_distance}, prefetch_lines={self.schedule.prefetch_lines}"
                    + (", hub rows split (rows above hub_threshold entries are skipped here and walked "
-                      "in chunks by the _partial kernel)" if hub else "")]
+                      "in chunks by the _partial kernel)" if hub else "")
+                   + (", edge_order=1 (the edges are walked in id order, not by rows)" if self.by_edge else "")]
         header += ["#"] + argument_lines(self.inputs, self.outputs, _np_type)
         return header
 
@@ -1125,10 +1195,12 @@ class _Generator:
             return []
         self.uses_prefetch = True
         inner = indent + "    "
-        lines = [f"{indent}jp = j + {distance}", f"{indent}if jp < nnz:"]
+        lines = [f"{indent}jp = {'e' if self.by_edge else 'j'} + {distance}", f"{indent}if jp < nnz:"]
         rows = {row for row, *_ in self.random_rows.values()}
         if self.nbr in rows:
-            lines.append(f"{inner}{self.nbr}p = indices[jp]")
+            lines.append(f"{inner}{self.nbr}p = {'other_ids' if self.by_edge else 'indices'}[jp]")
+        if "v" in rows:
+            lines.append(f"{inner}vp = row_ids[jp]")
         if "e" in rows:
             lines.append(f"{inner}ep = eids[jp]")
         for arg, (row, dtype, size, write) in self.random_rows.items():
@@ -1171,15 +1243,15 @@ def generate_numba(kernel: KernelPlan, schedule: NumbaSchedule | None = None) ->
     main_gen = _Generator(kernel, schedule)
     main = main_gen.generate()
     functions = [main]
-    if schedule.hub:
+    if schedule.hub and not main_gen.by_edge:
         functions.append(_Generator(kernel, schedule, partial=True).generate())
     imports: list[str] = []
     for fn_ in functions:
         imports += [line for line in fn_.imports if line not in imports]
-    lines = main_gen.header(schedule.hub) + imports
+    lines = main_gen.header(len(functions) > 1) + imports
     for fn_ in functions:
         lines += ["", ""] + fn_.lines
     return NumbaSource("\n".join(lines) + "\n", main.entry, main.arg_names, main_gen.inputs,
                        main_gen.outputs, kernel.pattern, kernel.program.fingerprint(),
-                       functions[1].entry if schedule.hub else None,
-                       functions[1].arg_names if schedule.hub else None)
+                       functions[1].entry if len(functions) > 1 else None,
+                       functions[1].arg_names if len(functions) > 1 else None, main_gen.by_edge)
