@@ -85,6 +85,19 @@ def test_edge_softmax_matches_dense_softmax(backend, shape, case):
             torch.testing.assert_close(g_got, g_want, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+def test_edge_softmax_double_backward_gradgradcheck(backend):
+    """The backward (y * (dy - sum dy * y), two compiled steps) is itself differentiable."""
+    g = gdsl.graph(([0, 1, 2, 3, 0, 2], [1, 1, 2, 3, 3, 1]), num_nodes=5)
+    logits = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=F64, requires_grad=True)
+
+    def softmax(x):
+        with gdsl.use_backend(backend):
+            return gdsl.edge_softmax(g, x)
+
+    assert torch.autograd.gradgradcheck(softmax, (logits,), eps=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("backend", COMPILED)
 def test_edge_softmax_is_stable_and_gives_single_edges_weight_one(backend):
     g = gdsl.graph(([0, 1, 2, 3], [1, 1, 2, 3]), num_nodes=5)   # node 0 and 4: no in-edges

@@ -261,8 +261,9 @@ class _Nest:
 # vectorises them behind a runtime check. Shorter loops gain nothing, longer ones are not unrolled.
 # An online softmax's loop over heads carries its running max and denominator in scratch from
 # edge to edge like an accumulating output row: it runs to an opaque bound from 4 iterations on
-# (8 heads: log-sum-exp 50 -> 13 ms on 100k/1M). Loops that only store (edge maps) vectorise
-# unrolled as well.
+# (unrolled, 8 heads' log-sum-exp on 100k/1M took 50 ms; with the opaque bound 13-20 ms, still
+# scalar: with AVX-512 LLVM vectorises unknown-length loops 16 lanes wide, more than 8 heads fill).
+# Loops that only store (edge maps) vectorise unrolled as well.
 _OPAQUE_MAX = 48
 _OPAQUE_SOFTMAX = 4
 _TRIP_NAME = re.compile(r"\brange\(nf(\d+)\)")
@@ -969,8 +970,8 @@ class _Generator:
         old_max, new_max = self.fresh(f"mo{i}"), self.fresh(f"mn{i}")
         live, scale, weight = self.fresh(f"lv{i}"), self.fresh(f"sc{i}"), self.fresh(f"pw{i}")
         # Branch-free: every edge rescales by exp(M_old - M_new) (1 unless the max grew), so the
-        # loop over heads is straight-line code that vectorises with exp32. A row whose logits
-        # are all -inf so far keeps S = 0 (no exp(-inf - -inf)).
+        # loop over heads is straight-line code LLVM can vectorise (with exp32) when it has enough
+        # heads for its vector width. A row whose logits are all -inf so far keeps S = 0.
         lines = [f"{old_max} = {m_cell}",
                  f"{new_max} = np.maximum({old_max}, {xt})",
                  f"{live} = {new_max} > {_extreme(dtype, 'max')}",
@@ -1243,15 +1244,15 @@ def generate_numba(kernel: KernelPlan, schedule: NumbaSchedule | None = None) ->
     main_gen = _Generator(kernel, schedule)
     main = main_gen.generate()
     functions = [main]
-    if schedule.hub and not main_gen.by_edge:
+    if schedule.hub:  # (never with edge_order=1: NumbaSchedule rejects the pair)
         functions.append(_Generator(kernel, schedule, partial=True).generate())
     imports: list[str] = []
     for fn_ in functions:
         imports += [line for line in fn_.imports if line not in imports]
-    lines = main_gen.header(len(functions) > 1) + imports
+    lines = main_gen.header(schedule.hub) + imports
     for fn_ in functions:
         lines += ["", ""] + fn_.lines
     return NumbaSource("\n".join(lines) + "\n", main.entry, main.arg_names, main_gen.inputs,
                        main_gen.outputs, kernel.pattern, kernel.program.fingerprint(),
-                       functions[1].entry if len(functions) > 1 else None,
-                       functions[1].arg_names if len(functions) > 1 else None, main_gen.by_edge)
+                       functions[1].entry if schedule.hub else None,
+                       functions[1].arg_names if schedule.hub else None, main_gen.by_edge)
