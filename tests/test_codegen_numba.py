@@ -469,10 +469,14 @@ def test_generated_source_is_readable():
     assert text.count("def ") == 1 and f"def {src.entry}(" in text
     # one line per IR instruction in the body, the per-edge weight hoisted out of the feature loop
     weight = re.search(r"\n( +)x\d+ = edge_w\[e, 0\]  # %\d+ = load_edge\['w'\]", text)
-    loop = re.search(r"\n( +)for f in range\(nf16\):\n", text[weight.end():])
+    loop = re.search(r"\n( +)for f in range\(16\):\n", text[weight.end():])
     assert weight and loop and weight.group(1) == loop.group(1)
-    # a 16-wide loop runs to an opaque bound set once per part (so that LLVM vectorises it)
-    assert "        nf16 = opaque(16)\n" in text and "from gdsl.kernels.numba_intrinsics import opaque" in text
+    # the row's sum accumulates on the stack and goes to the output row after its edges
+    assert "        acc_out_h = numba.carray(stack_empty(16, np.float32), 16)\n" in text
+    assert re.search(r"\n +acc_out_h\[f\] \+= x\d+\n", text)
+    assert "\n            for f in range(16):\n                out_h[v, f] = acc_out_h[f]\n" in text
+    assert "u = nonneg(indices[j])" in text and "start = nonneg(indptr[v])" in text
+    assert "opaque" not in text
     assert re.search(r"x\d+ = src_h\[u, f\]  # %\d+ = load_src\['h'\]", text)
     assert src.arg_names[:6] == ["indptr", "indices", "eids", "row_splits", "num_rows", "num_edges"]
     assert "for p in numba.prange(row_splits.shape[0] - 1):" in text
@@ -496,21 +500,29 @@ def test_prefetch_lines():
     assert "jp = j + 3" in codegen.generate_numba(kernel, NumbaSchedule(prefetch_distance=3)).source
 
 
-def test_opaque_loop_bounds_only_for_16_to_48_wide_loops():
+def test_opaque_loop_bounds_only_for_in_place_16_to_48_wide_loops():
+    """Sums accumulate on the stack with constant loop bounds; max (accumulated in place in the
+    output row) runs its 16-48-wide loops to an opaque bound."""
     import gdsl.compiler.codegen.numba as codegen
 
     def msg(edges):
         return {"m": edges.src["h"]}
 
-    def red(nodes):
+    def red_sum(nodes):
         return {"o": nodes.mailbox["m"].sum(1)}
 
-    for width, opaque in ((8, False), (16, True), (48, True), (64, False)):
-        schema = float_schema(torch.float32, src={"h": (width,)})
-        traced = trace_gather_reduce(msg, red, field_specs(schema))
-        text = codegen.generate_numba(plan(optimize(traced.program)[0]).kernel).source
-        assert (f"nf{width} = opaque({width})" in text) == opaque
-        assert (f"range(nf{width})" in text) == opaque and (f"range({width})" in text) != opaque
+    def red_max(nodes):
+        return {"o": nodes.mailbox["m"].max(1).values}
+
+    for red, stack in ((red_sum, True), (red_max, False)):
+        for width in (8, 16, 48, 64):
+            opaque = not stack and 16 <= width <= 48
+            schema = float_schema(torch.float32, src={"h": (width,)})
+            traced = trace_gather_reduce(msg, red, field_specs(schema))
+            text = codegen.generate_numba(plan(optimize(traced.program)[0]).kernel).source
+            assert (f"nf{width} = opaque({width})" in text) == opaque
+            assert (f"range(nf{width})" in text) == opaque and (f"range({width})" in text) != opaque
+            assert (f"acc_out_o = numba.carray(stack_empty({width}, np.float32), {width})" in text) == stack
 
 
 def test_edge_order_walk_source():
@@ -525,12 +537,12 @@ def test_edge_order_walk_source():
     text = src.source
     assert src.by_edge and src.arg_names[:5] == ["row_ids", "other_ids", "edge_splits", "num_rows", "num_edges"]
     assert "for e in range(edge_splits[p], edge_splits[p + 1]):" in text
-    assert "v = row_ids[e]" in text and "u = other_ids[e]" in text and "eids" not in text
-    assert "jp = e + 8" in text and "vp = row_ids[jp]" in text and "prefetch(dst_q, vp, 0)" in text
+    assert "v = nonneg(row_ids[e])" in text and "u = nonneg(other_ids[e])" in text and "eids" not in text
+    assert "jp = e + 8" in text and "vp = nonneg(row_ids[jp])" in text and "prefetch(dst_q, vp, 0)" in text
     assert "prefetch(edge_w" not in text and "prefetch_write(" not in text  # edge rows: in order
     assert "edge_order=1" in text
     rows = codegen.generate_numba(kernel)
-    assert not rows.by_edge and "e = eids[j]" in rows.source and "prefetch(edge_w, ep, 0)" in rows.source
+    assert not rows.by_edge and "e = nonneg(eids[j])" in rows.source and "prefetch(edge_w, ep, 0)" in rows.source
     gather_kernel = _u_mul_e_sum_kernel().step.kernel
     assert not codegen.generate_numba(gather_kernel, NumbaSchedule(edge_order=1)).by_edge
     compile(text, "<generated>", "exec")

@@ -1,4 +1,5 @@
-"""The numba intrinsics generated kernels call: the vectorisable float32 exp and the opaque bound."""
+"""The numba intrinsics generated kernels call: the vectorisable float32 exp, the opaque bound, the
+non-negative promise and stack arrays; and the SLP switch for their compilation."""
 from __future__ import annotations
 
 import numpy as np
@@ -72,3 +73,63 @@ def test_opaque_returns_its_value():
         return opaque(n) * 2
 
     assert twice(21) == 42
+
+
+def test_nonneg_returns_its_value():
+    from gdsl.kernels.numba_intrinsics import nonneg
+
+    @numba.njit(cache=False)
+    def pick(a, i):
+        return a[nonneg(i)]
+
+    a = np.arange(10.0)
+    assert pick(a, 0) == 0.0 and pick(a, 7) == 7.0 and pick(a, np.int32(9)) == 9.0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64, np.bool_])
+def test_stack_empty_is_a_private_writable_array(dtype):
+    """A per-call stack array: values written are read back, and two arrays do not share memory."""
+    from gdsl.kernels.numba_intrinsics import stack_empty
+
+    @numba.njit(cache=False)
+    def roundtrip(x):
+        a = numba.carray(stack_empty(16, x.dtype), 16)
+        b = numba.carray(stack_empty(16, x.dtype), 16)
+        for f in range(16):
+            a[f] = x[f]
+            b[f] = x[15 - f]
+        out = np.empty((2, 16), x.dtype)
+        for f in range(16):
+            out[0, f] = a[f]
+            out[1, f] = b[f]
+        return out
+
+    x = (np.arange(16) % 3 == 0).astype(dtype) if dtype is np.bool_ else np.arange(16).astype(dtype) * 3
+    got = roundtrip(x)
+    assert np.array_equal(got[0], x) and np.array_equal(got[1], x[::-1])
+
+
+def test_kernels_compile_with_slp_and_restore_the_setting():
+    """Generated kernels compile with LLVM's SLP vectoriser on; numba's global setting is left as
+    it was for everyone else's code."""
+    from numba.core import config
+
+    from gdsl.kernels.numba_runtime import _compile_with_slp
+
+    seen = []
+
+    @numba.njit(cache=False)
+    def add(a, b):
+        return a + b
+
+    inner = add._compile_for_args
+
+    def spy(*args, **kwargs):
+        seen.append(config.SLP_VECTORIZE)
+        return inner(*args, **kwargs)
+    add._compile_for_args = spy
+    before = config.SLP_VECTORIZE
+    _compile_with_slp(add)
+    assert _compile_with_slp(add) is add  # wrapped once
+    assert add(1.5, 2.0) == 3.5 and add(2, 3) == 5  # two signatures, two compilations
+    assert seen == [1, 1] and config.SLP_VECTORIZE == before

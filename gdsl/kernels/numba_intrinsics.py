@@ -75,6 +75,40 @@ def opaque(typingctx, value):
     return types.int64(value), codegen
 
 
+@intrinsic
+def nonneg(typingctx, value):
+    """``value`` (an integer), with the promise to LLVM that it is not negative (``llvm.assume``).
+    Generated kernels wrap the CSR offsets and node / edge ids they load with it: numba indexes
+    arrays with Python's negative-index wraparound, a compare and add per index per access, which
+    the promise removes (ids and offsets are checked to be in range before a kernel runs)."""
+    if not isinstance(value, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        number = args[0]
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(1)]),
+                                            "llvm.assume")
+        builder.call(fn, [builder.icmp_signed(">=", number, number.type(0))])
+        return number
+    return value(value), codegen
+
+
+@intrinsic
+def stack_empty(typingctx, size, dtype):
+    """A pointer to ``size`` (a literal) uninitialised elements of ``dtype`` on the stack of the
+    function that calls it; ``numba.carray(stack_empty(n, t), n)`` views it as an array.
+    Generated kernels keep their per-row accumulators and scratch there: LLVM knows stack memory
+    is disjoint from every array argument, so loops over it vectorise without overlap checks and
+    short ones become vector registers (heap scratch from ``np.empty`` could alias the inputs)."""
+    if not isinstance(size, types.IntegerLiteral) or not isinstance(dtype, (types.DType, types.NumberClass)):
+        return None
+    elem = dtype.dtype
+
+    def codegen(context, builder, signature, args):
+        return cgutils.alloca_once(builder, context.get_data_type(elem), size=size.literal_value)
+    return types.CPointer(elem)(size, dtype), codegen
+
+
 # ------------------------------------------------------------------------------------------------
 # Dropout bits (gdsl.kernels.random, the same arithmetic)
 # ------------------------------------------------------------------------------------------------

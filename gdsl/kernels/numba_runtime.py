@@ -15,6 +15,8 @@ and combines them (:mod:`gdsl.kernels.hub`).
 """
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -88,11 +90,49 @@ def _index_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+@contextlib.contextmanager
+def _slp_vectorize():
+    """LLVM's SLP vectoriser on for one compilation. numba leaves it off by default since an old
+    LLVM miscompiled some code with it (numba issue 8705); generated kernels need it: loops over
+    a few features or heads with constant trip counts are unrolled before the loop vectoriser
+    runs, and only SLP turns the unrolled lanes back into vector code. The flag is global, so it
+    is flipped under numba's own compiler lock."""
+    from numba.core import config
+    from numba.core.compiler_lock import global_compiler_lock
+    with global_compiler_lock:
+        saved = config.SLP_VECTORIZE
+        config.SLP_VECTORIZE = 1
+        try:
+            yield
+        finally:
+            config.SLP_VECTORIZE = saved
+
+
+def _compile_with_slp(dispatcher):
+    """Make ``dispatcher`` (a generated kernel's) compile new signatures with SLP on. numba's
+    dispatcher calls its ``_compile_for_args`` whenever no compiled version matches the
+    arguments, so wrapping that one method covers every compilation (loads from numba's own
+    cache go through it too and are unaffected)."""
+    if getattr(dispatcher, "_gdsl_slp", False):
+        return dispatcher
+    compile_for_args = dispatcher._compile_for_args
+
+    def compile_for_args_with_slp(*args, **kwargs):
+        with _slp_vectorize():
+            return compile_for_args(*args, **kwargs)
+    dispatcher._compile_for_args = compile_for_args_with_slp
+    dispatcher._gdsl_slp = True
+    return dispatcher
+
+
 class NumbaKernel(GeneratedKernel):
     """A generated numba kernel, compiled lazily and cached in memory and on disk."""
 
     backend = "numba"
     display = "numba"
+
+    def compile(self, name: str | None = None):
+        return _compile_with_slp(super().compile(name))
 
     def arguments(self, indptr, indices, eids, num_rows: int, num_edges: int,
                   inputs: Mapping[str, Any], params: Sequence[torch.Tensor],

@@ -65,7 +65,7 @@ from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
 from .common import describe as _describe
 from .common import sanitize as _sanitize
 
-CODEGEN_VERSION = "numba-5"
+CODEGEN_VERSION = "numba-6"
 
 
 _NP_TYPES = {
@@ -226,11 +226,28 @@ def _broadcast_index(index: _Multi, shape: tuple[int, ...], operand: tuple[int, 
 # ------------------------------------------------------------------------------------------------
 # Loop nests
 # ------------------------------------------------------------------------------------------------
+# Loop bounds. Row accumulators and scratch live on the stack (``_STACK_MAX``), which LLVM knows is
+# disjoint from the kernel's array arguments, and kernels compile with the SLP vectoriser on
+# (gdsl.kernels.numba_runtime): LLVM unrolls a loop with a short constant trip count and SLP turns
+# the unrolled lanes into vector code, with the accumulators in registers (copy_u+sum D=16 kernel
+# on 100k/1M 3.1 -> 1.8 ms; the 8 heads' online log-sum-exp 23 -> 14 ms: its exps now run as one
+# 8-lane vector). A loop that accumulates in place in an output row (max / min reductions, whose
+# selects with the winning edge ids did not gain from stack accumulators) runs to an opaque bound
+# from 16 to 48 iterations (``nf<extent> = opaque(<extent>)``, set once per part): unrolled, LLVM
+# cannot prove the output row and the gathered rows disjoint and leaves it scalar; with an unknown
+# count it vectorises it behind a runtime overlap check.
+_OPAQUE_MAX = 48
+_IN_PLACE = 16      # loops over an output row accumulated in place: opaque from this many
+_CLEAR = 1 << 30    # other loops: constant trip counts
+# Per-part scratch and row accumulators up to this many elements live on the stack (alloca).
+_STACK_MAX = 1024
+
+
 class _Nest:
     """A chain of loops at the edge level; ``pre[k]`` / ``post[k]`` are the lines before / after
     loop ``k`` inside loop ``k - 1`` (``pre[0]``: before the outermost loop)."""
 
-    def __init__(self, loops: list[tuple[str, int]], opaque_from: int = 16):
+    def __init__(self, loops: list[tuple[str, int]], opaque_from: int = _CLEAR):
         self.loops = loops
         self.opaque_from = opaque_from  # loops this long or longer run to an opaque bound
         self.pre: list[list[str]] = [[] for _ in range(len(loops) + 1)]
@@ -255,31 +272,21 @@ class _Nest:
         return lines
 
 
-# Feature loops of 16-48 iterations run to an opaque bound (``nf<extent> = opaque(<extent>)``, set
-# once per part): LLVM fully unrolls loops with such constant trip counts and then cannot vectorise
-# them (it cannot prove the output row and the gathered rows disjoint); with an unknown count it
-# vectorises them behind a runtime check. Shorter loops gain nothing, longer ones are not unrolled.
-# An online softmax's loop over heads carries its running max and denominator in scratch from
-# edge to edge like an accumulating output row: it runs to an opaque bound from 4 iterations on
-# (unrolled, 8 heads' log-sum-exp on 100k/1M took 50 ms; with the opaque bound 13-20 ms, still
-# scalar: with AVX-512 LLVM vectorises unknown-length loops 16 lanes wide, more than 8 heads fill).
-# Loops that only store (edge maps) vectorise unrolled as well.
-_OPAQUE_MAX = 48
-_OPAQUE_SOFTMAX = 4
 _TRIP_NAME = re.compile(r"\brange\(nf(\d+)\)")
 
 
-def _trip(extent: int, opaque_from: int = 16) -> str:
+def _trip(extent: int, opaque_from: int = _CLEAR) -> str:
     return f"nf{extent}" if opaque_from <= extent <= _OPAQUE_MAX else str(extent)
 
 
-def _nest_over(shape: tuple[int, ...], flat: bool, var: str = "f") -> tuple[_Nest, Any]:
+def _nest_over(shape: tuple[int, ...], flat: bool, var: str = "f",
+               opaque_from: int = _CLEAR) -> tuple[_Nest, Any]:
     """A loop nest over a feature shape and the index of its innermost body."""
     size = math.prod(shape)
     if flat:
         if size == 1:
             return _Nest([]), _Flat(_c(0))
-        nest = _Nest([(var, size)])
+        nest = _Nest([(var, size)], opaque_from)
         return nest, _Flat(nest.var(0))
     loops, terms = [], []
     for k, extent in enumerate(shape):
@@ -288,7 +295,7 @@ def _nest_over(shape: tuple[int, ...], flat: bool, var: str = "f") -> tuple[_Nes
         else:
             terms.append(len(loops))
             loops.append((f"i{k}", extent))
-    nest = _Nest(loops)
+    nest = _Nest(loops, opaque_from)
     return nest, _Multi(tuple(_c(0) if t is None else nest.var(t) for t in terms))
 
 
@@ -359,10 +366,11 @@ class _Generator:
                                 "d", "e", "start", "end", "first", "np", "numba", "deg", "nnz",
                                 "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
                                 "task_end", "num_tasks", "row_ids", "other_ids", "edge_splits", "vp",
-                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32",
+                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32", "nonneg", "stack_empty",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
-        self.alloc_lines: list[str] = []    # per-row scratch arrays
+        self.alloc_lines: list[str] = []    # per-part scratch arrays
+        self.uses_stack = False
         self.memo_row: dict[tuple, tuple[str, int]] = {}
         self.memo_edge: dict[tuple, tuple[str, int]] = {}
         self.uses_u = self.uses_e = self.uses_first = False
@@ -500,6 +508,36 @@ class _Generator:
                    for a in ins.args)
 
     # -- placement of temporaries ----------------------------------------------------------------
+    def alloc(self, name: str, size: int, dtype: torch.dtype) -> None:
+        """Per-part scratch of ``size`` elements: on the stack up to ``_STACK_MAX`` elements (LLVM
+        then knows it is disjoint from the arrays the kernel reads and writes), else on the heap."""
+        if size <= _STACK_MAX:
+            self.uses_stack = True
+            self.alloc_lines.append(f"{name} = numba.carray(stack_empty({size}, {_np_type(dtype)}), {size})")
+        else:
+            self.alloc_lines.append(f"{name} = np.empty({size}, {_np_type(dtype)})")
+
+    def accumulate_in_scratch(self) -> None:
+        """Sums, means and softmax reductions accumulate a row in per-part stack scratch
+        (``self.acc``), copied to the output row after the row's edges: the output row, an array
+        argument, might overlap the rows read per edge as far as LLVM knows, which kept the
+        accumulating loops from vectorising cleanly. (max / min, with their winning edge ids,
+        measured slower that way and accumulate in place.)"""
+        self.acc: dict[str, str] = {}
+        if self.by_edge:
+            return
+        for out in self.outputs:
+            if (out.space == self.rows and out.size <= _STACK_MAX
+                    and out.reducer in ("sum", "mean", "softmax_sum") and not out.name.endswith("@lse")):
+                name = self.fresh(f"acc_{out.arg_name}")
+                self.alloc(name, out.size, out.dtype)
+                self.acc[out.name] = name
+
+    def cell(self, out: OutputSpec, flat: str) -> str:
+        """Where a row reduction accumulates element ``flat`` of the current row."""
+        acc = self.acc.get(out.name)
+        return f"{acc}[{flat}]" if acc is not None else f"{out.arg_name}[{self.orow}, {flat}]"
+
     def memo_for(self, level: int, nest: _Nest) -> dict:
         if level <= _ROW:
             return self.memo_row
@@ -894,7 +932,8 @@ class _Generator:
 
     def body_sinks(self, shape: tuple[int, ...], sinks: list) -> _Nest:
         flat_ok = all(self.flat_ok(value) for _, _, value in sinks)
-        nest, index = _nest_over(shape, flat_ok)
+        in_place = any(out.space == self.rows and out.name not in self.acc for out, _, _ in sinks)
+        nest, index = _nest_over(shape, flat_ok, opaque_from=_IN_PLACE if in_place else _CLEAR)
         flat = _to_flat(index, shape)
         comments = []
         for out, arg, value in sinks:
@@ -908,7 +947,7 @@ class _Generator:
                 self.place(level, f"{out.arg_name}[e, {flat.text}] = {text}", nest)
                 continue
             comments.append(f"# {out.name} = mailbox_{out.reducer} %{value}")
-            cell = f"{out.arg_name}[{self.orow}, {flat.text}]"
+            cell = self.cell(out, flat.text)
             if out.reducer in ("sum", "mean"):
                 self.place(level, f"{cell} += {text}", nest)
                 continue
@@ -922,7 +961,7 @@ class _Generator:
             self.place(level, f"{cur} = {cell}", nest)
             self.place(level, f"{take} = first | ({text} {cmp} {cur})", nest)
             self.place(level, f"{cell} = {text} if {take} else {cur}", nest)
-            argcell = f"{arg.arg_name}[{self.orow}, {flat.text}]"
+            argcell = self.cell(arg, flat.text)
             self.place(level, f"{argcell} = e if {take} else {argcell}", nest)
         nest.pre[0][:0] = comments
         return nest
@@ -944,7 +983,7 @@ class _Generator:
         other_axes = [k for k, n in enumerate(shape) if pad[k] == 1 and n > 1]
         loops = [(f"i{k}", shape[k]) for k in head_axes] + [(f"i{k}", shape[k]) for k in other_axes]
         # the logits' loops (values wider than the logits get a nest of their own)
-        nest = _Nest(loops[:len(head_axes)], opaque_from=_OPAQUE_SOFTMAX)
+        nest = _Nest(loops[:len(head_axes)])
         var = {k: nest.var(n) for n, k in enumerate(head_axes)}
         multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
         x_index = _broadcast_index(multi, shape, x_shape)
@@ -954,8 +993,8 @@ class _Generator:
         level = _EDGE + n_head
         nx = max(1, math.prod(x_shape))
         run_max, run_den = self.fresh(f"mx{i}"), self.fresh(f"den{i}")
-        self.alloc_lines.append(f"{run_max} = np.empty({nx}, {_np_type(dtype)})")
-        self.alloc_lines.append(f"{run_den} = np.empty({nx}, {_np_type(dtype)})")
+        self.alloc(run_max, nx, dtype)
+        self.alloc(run_den, nx, dtype)
         self.row_lines.append(f"for f in range({nx}):")
         self.row_lines.append(f"    {run_max}[f] = {_extreme(dtype, 'max')}")
         self.row_lines.append(f"    {run_den}[f] = {_literal(0, dtype)}")
@@ -991,13 +1030,13 @@ class _Generator:
                 # Values wider than the logits (heads x features) are accumulated in a nest of
                 # their own, so that the loop over heads above stays innermost (vector code);
                 # with several heads their factors reach it through scratch.
-                value_nest = _Nest(list(loops), opaque_from=_OPAQUE_SOFTMAX)
+                value_nest = _Nest(list(loops), opaque_from=_CLEAR if out.name in self.acc else _IN_PLACE)
                 value_var = {k: value_nest.var(n) for n, k in enumerate(head_axes + other_axes)}
                 multi = _Multi(tuple(value_var.get(k, _c(0)) for k in range(len(shape))))
                 if head_axes:
                     scales, weights = self.fresh(f"scs{i}"), self.fresh(f"pws{i}")
-                    self.alloc_lines.append(f"{scales} = np.empty({nx}, {_np_type(dtype)})")
-                    self.alloc_lines.append(f"{weights} = np.empty({nx}, {_np_type(dtype)})")
+                    self.alloc(scales, nx, dtype)
+                    self.alloc(weights, nx, dtype)
                     self.place(level, f"{scales}[{x_flat.text}] = {scale}", nest)
                     self.place(level, f"{weights}[{x_flat.text}] = {weight}", nest)
                     x_text = _to_flat(_broadcast_index(multi, shape, x_shape), x_shape).text
@@ -1005,7 +1044,7 @@ class _Generator:
                 nests.append(value_nest)
             vt, vlevel = self.value(vi, _broadcast_index(multi, shape, v_shape), nests[-1], dtype)
             flat = _to_flat(multi, shape)
-            cell = f"{out.arg_name}[{self.orow}, {flat.text}]"
+            cell = self.cell(out, flat.text)
             self.place(max(_EDGE + len(loops), vlevel, flat.level),
                        f"{cell} = {cell} * {scale} + {weight} * {_paren(vt)}", nests[-1])
         self.softmax_final(out, lse, shape, x_shape, run_max, run_den)
@@ -1045,6 +1084,7 @@ class _Generator:
         self.uses_exp32 = False
         self.plan_arguments()
         self.analyze()
+        self.accumulate_in_scratch()
         prog = self.prog
         self.scratch: dict[int, str] = {}
         for i in sorted(self.materialized):
@@ -1052,7 +1092,7 @@ class _Generator:
             name = self.fresh(f"t{i}")
             self.scratch[i] = name
             if self.size(i) > 1:
-                self.alloc_lines.append(f"{name} = np.empty({self.size(i)}, {_np_type(ins.dtype)})")
+                self.alloc(name, self.size(i), ins.dtype)
 
         nests: list[_Nest] = []
         for i in sorted(self.materialized):
@@ -1098,9 +1138,9 @@ class _Generator:
             body += [ind0 + line for line in self.alloc_lines]
             body.append(f"{ind0}for e in range(edge_splits[p], edge_splits[p + 1]):")
             body += self.prefetch_lines(ind1)
-            body.append(f"{ind1}v = row_ids[e]")
+            body.append(f"{ind1}v = nonneg(row_ids[e])")
             if self.uses_u:
-                body.append(f"{ind1}{self.nbr} = other_ids[e]")
+                body.append(f"{ind1}{self.nbr} = nonneg(other_ids[e])")
             body += [ind1 + line for line in self.row_lines]
             for nest in nests:
                 body += nest.render(ind1)
@@ -1110,8 +1150,8 @@ class _Generator:
             body.append(f"{' ' * 4}for t in numba.prange(num_tasks):")
             body += [ind0 + line for line in self.alloc_lines]
             body.append(f"{ind1}v = task_row[t]")
-            body.append(f"{ind1}start = task_start[t]")
-            body.append(f"{ind1}end = task_end[t]")
+            body.append(f"{ind1}start = nonneg(task_start[t])")
+            body.append(f"{ind1}end = nonneg(task_end[t])")
             ind2 = ind1 + "    "
         else:
             # Rows come in contiguous parts of about equal work (edges + rows), several per thread:
@@ -1119,8 +1159,8 @@ class _Generator:
             body.append(f"{' ' * 4}for p in numba.prange(row_splits.shape[0] - 1):")
             body += [ind0 + line for line in self.alloc_lines]
             body.append(f"{ind0}for v in range(row_splits[p], row_splits[p + 1]):")
-            body.append(f"{ind1}start = indptr[v]")
-            body.append(f"{ind1}end = indptr[v + 1]")
+            body.append(f"{ind1}start = nonneg(indptr[v])")
+            body.append(f"{ind1}end = nonneg(indptr[v + 1])")
             if hub:
                 body.append(f"{ind1}if end - start > hub_threshold:  # a hub row: the partial kernel walks it")
                 body.append(f"{ind1}    end = start")
@@ -1130,17 +1170,20 @@ class _Generator:
                 if out.space == "edge":
                     continue
                 init = "-1" if out.name.endswith("@arg") else _literal(0, out.dtype)
-                body += self.row_loop(out, f"{out.arg_name}[{orow}, {{f}}] = {init}", ind1)
+                body += self.row_loop(out, f"{self.cell(out, '{f}')} = {init}", ind1)
             body.append(f"{ind1}for j in range(start, end):")
             body += self.prefetch_lines(ind2)
             if self.uses_u:
-                body.append(f"{ind2}{self.nbr} = indices[j]")
+                body.append(f"{ind2}{self.nbr} = nonneg(indices[j])")
             if self.uses_e:
-                body.append(f"{ind2}e = eids[j]")
+                body.append(f"{ind2}e = nonneg(eids[j])")
             if self.uses_first:
                 body.append(f"{ind2}first = j == start")
             for nest in nests:
                 body += nest.render(ind2)
+            for out in self.outputs:
+                if out.name in self.acc:
+                    body += self.row_loop(out, f"{out.arg_name}[{orow}, {{f}}] = {self.acc[out.name]}[{{f}}]", ind1)
             for out in self.outputs:
                 if out.reducer == "mean" and out.space != "edge" and not self.partial:  # partial: sums
                     body.append(f"{ind1}if end > start:")
@@ -1154,7 +1197,7 @@ class _Generator:
             at = next(i for i, line in enumerate(body) if "numba.prange(" in line) + 1
             body[at:at] = [f"{ind0}nf{n} = opaque({n})" for n in trips]
 
-        imports = ["import numba", "import numpy as np"]
+        imports = ["import numba", "import numpy as np", "from gdsl.kernels.numba_intrinsics import nonneg"]
         if trips:
             imports.append("from gdsl.kernels.numba_intrinsics import opaque")
         prelude = []
@@ -1163,6 +1206,8 @@ class _Generator:
             prelude.append("    nnz = " + ("num_edges" if self.by_edge else "indices.shape[0]"))
         if self.uses_dropout:
             imports.append("from gdsl.kernels.numba_intrinsics import dropout_keep")
+        if self.uses_stack:
+            imports.append("from gdsl.kernels.numba_intrinsics import stack_empty")
         if self.uses_exp32:
             imports.append("from gdsl.kernels.numba_intrinsics import exp32")
         function = [
@@ -1199,11 +1244,11 @@ class _Generator:
         lines = [f"{indent}jp = {'e' if self.by_edge else 'j'} + {distance}", f"{indent}if jp < nnz:"]
         rows = {row for row, *_ in self.random_rows.values()}
         if self.nbr in rows:
-            lines.append(f"{inner}{self.nbr}p = {'other_ids' if self.by_edge else 'indices'}[jp]")
+            lines.append(f"{inner}{self.nbr}p = nonneg({'other_ids' if self.by_edge else 'indices'}[jp])")
         if "v" in rows:
-            lines.append(f"{inner}vp = row_ids[jp]")
+            lines.append(f"{inner}vp = nonneg(row_ids[jp])")
         if "e" in rows:
-            lines.append(f"{inner}ep = eids[jp]")
+            lines.append(f"{inner}ep = nonneg(eids[jp])")
         for arg, (row, dtype, size, write) in self.random_rows.items():
             itemsize = torch.empty((), dtype=dtype).element_size()
             step = max(1, 64 // itemsize)
@@ -1215,11 +1260,11 @@ class _Generator:
             lines += [f"{inner}{call}({arg}, {row}p, {c})" for c in cols]
         return lines
 
-    @staticmethod
-    def row_loop(out: OutputSpec, template: str, indent: str) -> list[str]:
+    def row_loop(self, out: OutputSpec, template: str, indent: str) -> list[str]:
         if out.size == 1:
             return [indent + template.format(f="0")]
-        return [f"{indent}for f in range({_trip(out.size)}):", f"{indent}    " + template.format(f="f")]
+        opaque_from = _CLEAR if out.name in self.acc else _IN_PLACE
+        return [f"{indent}for f in range({_trip(out.size, opaque_from)}):", f"{indent}    " + template.format(f="f")]
 
 
 @dataclass(frozen=True)
