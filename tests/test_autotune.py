@@ -246,7 +246,7 @@ def test_heuristic_splits_hub_rows_and_reports_why():
     config, why = heuristics.triton_heuristic(plan, big)
     assert config.hub and config.rows_per_program == 2 and "mean degree 10.0" in why
     small, why = heuristics.numba_heuristic(plan, scheduling.signature(ins.rel, torch.float32), threads=2)
-    assert small == NumbaSchedule() and "no hub rows" in why
+    assert small == NumbaSchedule(prefetch_distance=0) and "no hub rows" in why and "no prefetch" in why
 
 
 @pytest.mark.parametrize("message, width, distance", [
@@ -258,9 +258,38 @@ def test_heuristic_prefetch_distance_follows_random_streams(message, width, dist
     g = gdsl.graph(([0, 1, 2], [1, 2, 0]))
     ins = gdsl.inspect(g, message, fn.sum("m", "o"), h=torch.randn(3, width), w=torch.rand(3, 1))
     plan = ins.kernels[0].plan
-    schedule, why = heuristics.numba_heuristic(plan, scheduling.signature(ins.rel, torch.float32), threads=2)
+    # a graph whose gathered tables are far larger than any cache
+    sig = dataclasses.replace(scheduling.signature(ins.rel, torch.float32), num_src=10**7, num_dst=10**7,
+                              num_edges=10**8)
+    schedule, why = heuristics.numba_heuristic(plan, sig, threads=2)
     assert schedule.prefetch_distance == distance
     assert ("random streams" in why) == (distance == heuristics.LONG_PREFETCH_DISTANCE)
+
+
+@pytest.mark.parametrize("message, nodes, edges, distance", [
+    (fn.copy_u("h", "m"), 100_000, 10**6, 0),     # 6.4 MB of source rows: within 8 MB
+    (fn.copy_u("h", "m"), 200_000, 5 * 10**6, 8),  # 12.8 MB: prefetched
+    (fn.u_mul_e("h", "w", "m"), 100_000, 10**6, 16),  # + 4 MB of edge weights: 10.4 MB
+])
+def test_heuristic_skips_prefetch_when_gathered_tables_fit_in_cache(monkeypatch, message, nodes, edges,
+                                                                      distance):
+    monkeypatch.setattr(heuristics, "_LLC_BYTES", 32 << 20)  # a quarter: 8 MiB
+    g = gdsl.graph(([0, 1, 2], [1, 2, 0]))
+    ins = gdsl.inspect(g, message, fn.sum("m", "o"), h=torch.randn(3, 16), w=torch.rand(3, 1))
+    plan = ins.kernels[0].plan
+    sig = dataclasses.replace(scheduling.signature(ins.rel, torch.float32), num_src=nodes, num_dst=nodes,
+                              num_edges=edges)
+    schedule, why = heuristics.numba_heuristic(plan, sig, threads=2)
+    if distance == 0:
+        assert schedule.prefetch_distance == 0 and "no prefetch" in why and "32 MiB" in why
+    else:
+        assert schedule.prefetch_distance > 0 and "no prefetch" not in why
+    assert heuristics.gathered_table_bytes(plan, sig) == nodes * 64 + (edges * 4 if "w" in str(plan.program) else 0)
+
+
+def test_llc_bytes_is_a_cache_size():
+    size = heuristics.llc_bytes()
+    assert 256 << 10 <= size <= 4 << 30
 
 
 @pytest.mark.parametrize("func, schema, by_edge", [
