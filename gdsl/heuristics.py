@@ -56,10 +56,11 @@ def heuristic(backend: str, kernel: KernelPlan, sig: GraphSignature):
     raise ValueError(f"no schedules for back end {backend!r}")
 
 
-# numba: prefetch further ahead when each entry gathers from two or more random streams (the
-# other endpoint's rows and edge rows by id) of at most this many bytes in all: the work per entry
-# is then too short to cover two memory latencies 8 entries ahead (u_mul_e+sum at 200k/5M, D=16:
-# 48 -> 34 ms with 16 entries; single-stream kernels such as copy_u+sum show no gain).
+# numba: prefetch further ahead when each entry gathers at most this many bytes at random (the
+# other endpoint's rows and edge rows by id): the work per entry is then too short to cover a
+# memory latency 8 entries ahead. Kernels timed alternately in one process: u_mul_e+sum D=16
+# 100k/1M 4.17 -> 3.44 ms with 16 entries, copy_u+sum D=16 200k/5M 8.1-9.9 -> 7.4-8.7 ms, D=64
+# 100k/1M 7.2 -> 6.5 ms; u_mul_e+sum D=64 (260 bytes) is better at 8 (12.0 vs 12.9 ms).
 LONG_PREFETCH_MAX_BYTES = 256
 LONG_PREFETCH_DISTANCE = 16
 
@@ -163,7 +164,7 @@ def numba_heuristic(kernel: KernelPlan, sig: GraphSignature, threads: int | None
     streams, size = random_streams(kernel)
     table = gathered_table_bytes(kernel, sig)
     cached = table <= PREFETCH_LLC_SHARE * llc_bytes()
-    far = kernel.pattern == "gather_reduce" and streams >= 2 and size <= LONG_PREFETCH_MAX_BYTES
+    far = kernel.pattern == "gather_reduce" and size <= LONG_PREFETCH_MAX_BYTES
     if cached:
         base = dataclasses.replace(base, prefetch_distance=0)
     elif far:
@@ -176,7 +177,7 @@ def numba_heuristic(kernel: KernelPlan, sig: GraphSignature, threads: int | None
            + (f"no prefetch (the gathered tables, {table / 2**20:.1f} MiB, fit in a quarter of the "
               f"{llc_bytes() / 2**20:.0f} MiB last-level cache)" if cached else
               f"prefetch {base.prefetch_distance} entries ahead")
-           + (f" ({streams} random streams of {size} bytes per entry in all: short work per entry)"
+           + (f" ({size} bytes per entry read at random from {streams} table(s): short work per entry)"
               if far and not cached else ""))
     if top > HUB_FACTOR * share and top >= HUB_MIN_DEGREE:
         threshold = max(HUB_MIN_DEGREE // 2, int(share))

@@ -250,8 +250,9 @@ def test_heuristic_splits_hub_rows_and_reports_why():
 
 
 @pytest.mark.parametrize("message, width, distance", [
-    (fn.copy_u("h", "m"), 16, 8),        # one random stream per entry
-    (fn.u_mul_e("h", "w", "m"), 16, 16),  # source rows and edge rows, 68 bytes: prefetch further
+    (fn.copy_u("h", "m"), 16, 16),       # 64 bytes per entry: prefetch further
+    (fn.u_mul_e("h", "w", "m"), 16, 16),  # source rows and edge rows, 68 bytes
+    (fn.copy_u("h", "m"), 64, 16),        # 256 bytes
     (fn.u_mul_e("h", "w", "m"), 256, 8),  # 1 KB per entry: enough work to hide the latency
 ])
 def test_heuristic_prefetch_distance_follows_random_streams(message, width, distance):
@@ -263,12 +264,12 @@ def test_heuristic_prefetch_distance_follows_random_streams(message, width, dist
                               num_edges=10**8)
     schedule, why = heuristics.numba_heuristic(plan, sig, threads=2)
     assert schedule.prefetch_distance == distance
-    assert ("random streams" in why) == (distance == heuristics.LONG_PREFETCH_DISTANCE)
+    assert ("short work per entry" in why) == (distance == heuristics.LONG_PREFETCH_DISTANCE)
 
 
 @pytest.mark.parametrize("message, nodes, edges, distance", [
     (fn.copy_u("h", "m"), 100_000, 10**6, 0),     # 6.4 MB of source rows: within 8 MB
-    (fn.copy_u("h", "m"), 200_000, 5 * 10**6, 8),  # 12.8 MB: prefetched
+    (fn.copy_u("h", "m"), 200_000, 5 * 10**6, 16),  # 12.8 MB: prefetched
     (fn.u_mul_e("h", "w", "m"), 100_000, 10**6, 16),  # + 4 MB of edge weights: 10.4 MB
 ])
 def test_heuristic_skips_prefetch_when_gathered_tables_fit_in_cache(monkeypatch, message, nodes, edges,
