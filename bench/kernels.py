@@ -77,7 +77,7 @@ def _torch_sparse_fn(args, src, dst, h, w):
         values = torch.ones(args.edges, device=src.device) if args.case == "copy_u_sum" else w.view(-1)
         adj_t = torch.sparse_coo_tensor(torch.stack([dst, src]), values, (args.nodes, args.nodes))
         return adj_t.coalesce().to_sparse_csr()
-    if args.backward and args.case == "u_mul_e_sum":
+    if getattr(args, "backward", False) and args.case == "u_mul_e_sum":
         # the edge weights need gradients: the CSR of the weights is part of every step
         return lambda: torch.sparse.mm(adjacency(), h)
     adj_t = adjacency()
