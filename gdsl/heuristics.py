@@ -67,8 +67,8 @@ LONG_PREFETCH_DISTANCE = 16
 
 # numba: no prefetch when the tables a kernel gathers at random fit in this share of the last-level
 # cache: they are then cache hits, and the prefetch's index load, branch and instruction per entry
-# are pure cost (copy_u+sum D=16, 100k/1M, a 6.4 MB table: kernel 1.33 -> 1.13 ms without; at
-# 200k/5M, 12.8 MB, prefetching still gains 12%).
+# are pure cost (copy_u+sum D=16, 100k/1M, a 6.4 MB table: kernel 1.55 -> 1.36 ms without; at
+# 200k/5M, 12.8 MB, prefetching still gains 8-12%).
 PREFETCH_LLC_SHARE = 0.25
 _DEFAULT_LLC_BYTES = 8 << 20
 

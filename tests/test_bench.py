@@ -180,3 +180,30 @@ def test_gpu_entry_point_dry_run(capsys):
     for part in gpu.PARTS:
         assert f"would run ({part})" in out
     assert "--device cuda" in out and "pyg_compile" in out
+
+
+@pytest.mark.parametrize("kernel_peak", [True, False])
+def test_rss_sampler_sees_a_freed_allocation_and_its_phases(monkeypatch, kernel_peak):
+    """The peak of a phase counts memory allocated and freed inside it (whether the kernel keeps
+    the high-water mark or a thread samples), and a mark starts a new phase at the current level."""
+    import numpy as np
+
+    from bench import common
+    if not kernel_peak:
+        monkeypatch.setattr(common, "_reset_peak_rss", lambda: False)
+    elif not common._reset_peak_rss():
+        pytest.skip("this kernel does not let the process reset its peak RSS")
+    with common.RssSampler() as memory:
+        block = np.ones(40 * 2**20 // 8)  # 40 MB, touched
+        if not kernel_peak:
+            import time
+            time.sleep(0.05)  # the sampling thread's turn
+        del block
+        memory.mark()
+        block = np.ones(10 * 2**20 // 8)
+        if not kernel_peak:
+            time.sleep(0.05)
+        del block
+    assert memory._kernel_peak == kernel_peak
+    assert 35 <= memory.growth_mb <= 60
+    assert 8 <= memory.steady_growth_mb <= 25

@@ -1,4 +1,6 @@
-"""Small numba intrinsics used by generated kernels.
+"""Small numba intrinsics used by generated kernels: ``prefetch`` / ``prefetch_write``, ``opaque``
+(a value LLVM cannot see), ``nonneg`` (a non-negative promise), ``stack_empty`` (stack scratch),
+``dropout_keep`` and ``exp32`` (a vectorisable float32 exp); each says why below.
 
 ``prefetch(array, row, col)`` / ``prefetch_write(array, row, col)`` hint the CPU to bring the cache
 line holding ``array[row, col]`` (a 2-D array) into cache (``llvm.prefetch``; a hint, it never

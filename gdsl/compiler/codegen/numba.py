@@ -229,9 +229,9 @@ def _broadcast_index(index: _Multi, shape: tuple[int, ...], operand: tuple[int, 
 # Loop bounds. Row accumulators and scratch live on the stack (``_STACK_MAX``), which LLVM knows is
 # disjoint from the kernel's array arguments, and kernels compile with the SLP vectoriser on
 # (gdsl.kernels.numba_runtime): LLVM unrolls a loop with a short constant trip count and SLP turns
-# the unrolled lanes into vector code, with the accumulators in registers (copy_u+sum D=16 kernel
-# on 100k/1M 3.1 -> 1.8 ms; the 8 heads' online log-sum-exp 23 -> 14 ms: its exps now run as one
-# 8-lane vector). A loop that accumulates in place in an output row (max / min reductions, whose
+# the unrolled lanes into vector code, with the accumulators in registers (100k/1M, kernels timed
+# alternately: copy_u+sum D=16 2.93 -> 2.23 ms; the 8 heads' online log-sum-exp 17.6 -> 12.1 ms,
+# its exps now one 8-lane vector). A loop that accumulates in place in an output row (max / min reductions, whose
 # selects with the winning edge ids did not gain from stack accumulators) runs to an opaque bound
 # from 16 to 48 iterations (``nf<extent> = opaque(<extent>)``, set once per part): unrolled, LLVM
 # cannot prove the output row and the gathered rows disjoint and leaves it scalar; with an unknown
@@ -366,7 +366,8 @@ class _Generator:
                                 "d", "e", "start", "end", "first", "np", "numba", "deg", "nnz",
                                 "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
                                 "task_end", "num_tasks", "row_ids", "other_ids", "edge_splits", "vp",
-                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32", "nonneg", "stack_empty",
+                                "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32",
+                                "nonneg", "stack_empty",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
         self.alloc_lines: list[str] = []    # per-part scratch arrays
@@ -1181,11 +1182,17 @@ class _Generator:
                 body.append(f"{ind2}first = j == start")
             for nest in nests:
                 body += nest.render(ind2)
+            for out in self.outputs:  # the row's accumulators to its output row (a mean divided)
+                if out.name not in self.acc:
+                    continue
+                value = f"{self.acc[out.name]}[{{f}}]"
+                if out.reducer == "mean" and not self.partial:  # partial kernels write sums
+                    body.append(f"{ind1}deg = {_np_type(out.dtype)}(max(end - start, 1))")
+                    value += " / deg"
+                body += self.row_loop(out, f"{out.arg_name}[{orow}, {{f}}] = {value}", ind1)
             for out in self.outputs:
-                if out.name in self.acc:
-                    body += self.row_loop(out, f"{out.arg_name}[{orow}, {{f}}] = {self.acc[out.name]}[{{f}}]", ind1)
-            for out in self.outputs:
-                if out.reducer == "mean" and out.space != "edge" and not self.partial:  # partial: sums
+                if (out.reducer == "mean" and out.space != "edge" and not self.partial
+                        and out.name not in self.acc):
                     body.append(f"{ind1}if end > start:")
                     body.append(f"{ind2}deg = {_np_type(out.dtype)}(end - start)")
                     body += self.row_loop(out, f"{out.arg_name}[v, {{f}}] = {out.arg_name}[v, {{f}}] / deg",
@@ -1264,7 +1271,8 @@ class _Generator:
         if out.size == 1:
             return [indent + template.format(f="0")]
         opaque_from = _CLEAR if out.name in self.acc else _IN_PLACE
-        return [f"{indent}for f in range({_trip(out.size, opaque_from)}):", f"{indent}    " + template.format(f="f")]
+        return [f"{indent}for f in range({_trip(out.size, opaque_from)}):",
+                f"{indent}    " + template.format(f="f")]
 
 
 @dataclass(frozen=True)
