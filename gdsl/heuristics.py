@@ -65,10 +65,13 @@ LONG_PREFETCH_MAX_BYTES = 256
 LONG_PREFETCH_DISTANCE = 16
 
 
-# numba: no prefetch when the tables a kernel gathers at random fit in this share of the last-level
-# cache: they are then cache hits, and the prefetch's index load, branch and instruction per entry
-# are pure cost (copy_u+sum D=16, 100k/1M, a 6.4 MB table: kernel 1.55 -> 1.36 ms without; at
-# 200k/5M, 12.8 MB, prefetching still gains 8-12%).
+# numba: no prefetch when a kernel gathers from one table at random and that table fits in this
+# share of the last-level cache: its rows are then cache hits, and the prefetch's index load, branch
+# and instruction per entry are pure cost (copy_u+sum D=16, 100k/1M, a 6.4 MB table: kernel 1.55 ->
+# 1.36 ms without; at 200k/5M, 12.8 MB, prefetching still gains 8-12%). Reading several tables per
+# entry, the misses to the last-level cache add up beyond what out-of-order execution overlaps:
+# GAT H=1 D=8 at 100k/1M, 3.6-4.4 MB of tables, forward 5.0 -> 4.6 ms (2 tables) and backward
+# 9.3 -> 7.4 ms (4 tables) with prefetching 16 entries ahead.
 PREFETCH_LLC_SHARE = 0.25
 _DEFAULT_LLC_BYTES = 8 << 20
 
@@ -163,7 +166,7 @@ def numba_heuristic(kernel: KernelPlan, sig: GraphSignature, threads: int | None
                               f"{base.parts_per_thread} equal ranges), the edge rows in sequence")
     streams, size = random_streams(kernel)
     table = gathered_table_bytes(kernel, sig)
-    cached = table <= PREFETCH_LLC_SHARE * llc_bytes()
+    cached = streams <= 1 and table <= PREFETCH_LLC_SHARE * llc_bytes()
     far = kernel.pattern == "gather_reduce" and size <= LONG_PREFETCH_MAX_BYTES
     if cached:
         base = dataclasses.replace(base, prefetch_distance=0)
@@ -174,7 +177,7 @@ def numba_heuristic(kernel: KernelPlan, sig: GraphSignature, threads: int | None
     top = sig.max_degree(kernel.rows)
     why = (f"{base.parts_per_thread} edge-balanced parts per thread x {threads} threads (a part: ~{share:.0f} "
            f"entries + rows); "
-           + (f"no prefetch (the gathered tables, {table / 2**20:.1f} MiB, fit in a quarter of the "
+           + (f"no prefetch (the gathered table, {table / 2**20:.1f} MiB, fits in a quarter of the "
               f"{llc_bytes() / 2**20:.0f} MiB last-level cache)" if cached else
               f"prefetch {base.prefetch_distance} entries ahead")
            + (f" ({size} bytes per entry read at random from {streams} table(s): short work per entry)"
@@ -241,6 +244,9 @@ def numba_candidates(kernel: KernelPlan, sig: GraphSignature, threads: int | Non
     for prefetch in (0, 8, 16):
         for parts in (2, 8, 32):
             out.append(NumbaSchedule(parts_per_thread=parts, prefetch_distance=prefetch))
+    if any(ins.op in ("mailbox_softmax_sum", "mailbox_logsumexp") for ins in kernel.program.instrs):
+        for chunk in (0, 8, 64):  # softmax reductions: edge by edge, shorter and longer chunks
+            out.append(dataclasses.replace(chosen, softmax_chunk=chunk))
     # hub rows: split at a part's fair share, when some row exceeds it (any size: small graphs too)
     share = fair_share(sig, kernel.rows, threads * default.parts_per_thread)
     top = sig.max_degree(kernel.rows)

@@ -205,6 +205,7 @@ def test_schedules_round_trip_and_reject_bad_entries():
     assert NumbaSchedule(parts_per_thread=2).codegen_key() == NumbaSchedule().codegen_key()
     assert NumbaSchedule(prefetch_distance=0).codegen_key() != NumbaSchedule().codegen_key()
     assert NumbaSchedule(hub_threshold=5).codegen_key() != NumbaSchedule().codegen_key()
+    assert NumbaSchedule(softmax_chunk=0).codegen_key() != NumbaSchedule().codegen_key()
     assert TritonConfig(block_e=64).codegen_key() == TritonConfig().codegen_key()
 
 
@@ -271,6 +272,7 @@ def test_heuristic_prefetch_distance_follows_random_streams(message, width, dist
     (fn.copy_u("h", "m"), 100_000, 10**6, 0),     # 6.4 MB of source rows: within 8 MB
     (fn.copy_u("h", "m"), 200_000, 5 * 10**6, 16),  # 12.8 MB: prefetched
     (fn.u_mul_e("h", "w", "m"), 100_000, 10**6, 16),  # + 4 MB of edge weights: 10.4 MB
+    (fn.u_mul_e("h", "w", "m"), 10_000, 10**5, 16),  # 1 MB, but two tables per entry: prefetched
 ])
 def test_heuristic_skips_prefetch_when_gathered_tables_fit_in_cache(monkeypatch, message, nodes, edges,
                                                                       distance):
@@ -498,3 +500,21 @@ def test_autotune_a_model_and_an_edge_function(fresh_store):
     edge = gdsl.autotune(g, fn.u_dot_v("h", "h", "s"), h=torch.randn(300, 4), candidates=CANDIDATES[:1],
                          repeats=1, progress=False)
     assert [k.kernel.pattern for k in edge.kernels][0] == "edge_map" and len(edge.tuned) >= 1
+
+
+def test_softmax_kernels_get_chunk_candidates():
+    g = gdsl.graph(([0, 1, 2, 0], [1, 2, 0, 2]))
+
+    def message(edges):
+        return {"m": edges.src["h"], "e": edges.src["h"].sum(-1, keepdim=True) + edges.dst["s"]}
+
+    def reduce(nodes):
+        return {"o": (torch.softmax(nodes.mailbox["e"], 1) * nodes.mailbox["m"]).sum(1)}
+
+    sig_of = lambda ins: scheduling.signature(ins.rel, torch.float32)  # noqa: E731
+    ins = gdsl.inspect(g, message, reduce, h=torch.randn(3, 4), s=torch.randn(3, 1))
+    chunks = {s.softmax_chunk for s in heuristics.numba_candidates(ins.kernels[0].plan, sig_of(ins), threads=2)}
+    assert chunks == {0, 8, 64, NumbaSchedule().softmax_chunk}
+    plain = gdsl.inspect(g, fn.copy_u("h", "m"), fn.sum("m", "o"), h=torch.randn(3, 4))
+    assert {s.softmax_chunk for s in heuristics.numba_candidates(plain.kernels[0].plan, sig_of(plain),
+                                                                 threads=2)} == {NumbaSchedule().softmax_chunk}

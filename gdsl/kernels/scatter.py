@@ -68,8 +68,8 @@ def segment_softmax(logits: torch.Tensor, index: torch.Tensor, num_rows: int) ->
 
 def segment_logsumexp(logits: torch.Tensor, index: torch.Tensor, num_rows: int) -> torch.Tensor:
     """``log(sum(exp(logits)))`` over the rows sharing an ``index`` value (max-subtracted); 0 for
-    rows that receive nothing, as the compiled kernels write, and -inf for rows whose logits are
-    all -inf, as torch.logsumexp."""
+    rows that receive nothing, as the compiled kernels write, -inf for rows whose logits are
+    all -inf and NaN for rows with a NaN logit, as torch.logsumexp."""
     index = index.to(torch.int64)
     out_shape = (num_rows, *logits.shape[1:])
     if logits.shape[0] == 0:
@@ -82,11 +82,12 @@ def segment_logsumexp(logits: torch.Tensor, index: torch.Tensor, num_rows: int) 
     shifted = (logits - safe_max.gather(0, full_index)).exp()
     total = shifted.new_zeros(out_shape).scatter_add(0, full_index, shifted)
     lse = safe_max + torch.where(total > 0, total, torch.ones_like(total)).log()
-    # rows whose logits are all -inf get -inf (as torch.logsumexp), rows without edges 0
+    # rows whose logits are all -inf get -inf (as torch.logsumexp), rows without edges 0, rows
+    # with a NaN logit NaN
     has_edges = torch.bincount(index, minlength=num_rows) > 0
     has_edges = has_edges.reshape(-1, *([1] * (logits.dim() - 1)))
     empty = torch.where(has_edges, torch.full_like(lse, float("-inf")), torch.zeros_like(lse))
-    return torch.where(total > 0, lse, empty)
+    return torch.where(total > 0, lse, torch.where(torch.isnan(total), total, empty))
 
 
 def _extreme(dtype: torch.dtype, op: str):

@@ -52,6 +52,9 @@ class NumbaSchedule:
       parts_per_thread`` equal ranges, instead of by rows: its per-edge rows are then read and
       written in sequence and the endpoints' rows at random (0: by rows). Gather-reduce kernels
       ignore it. Changes the generated source; excludes hub rows (an edge walk has no rows).
+    - ``softmax_chunk``: softmax reductions walk a row's edges this many at a time (logits of the
+      chunk, one rescale, the chunk's exps as vector code, then the weighted values); 0 updates
+      the running max and sums edge by edge (two scalar exps per edge). Changes the source.
     """
 
     parts_per_thread: int = 8
@@ -60,6 +63,7 @@ class NumbaSchedule:
     hub_threshold: int | None = None
     hub_chunk: int = 4096
     edge_order: int = 0
+    softmax_chunk: int = 32
 
     backend = "numba"
 
@@ -69,6 +73,8 @@ class NumbaSchedule:
         if self.prefetch_distance < 0 or self.prefetch_lines < 1:
             raise ValueError("NumbaSchedule: prefetch_distance must be >= 0 and prefetch_lines >= 1")
         _check_hub("NumbaSchedule", self.hub_threshold, self.hub_chunk)
+        if self.softmax_chunk < 0:
+            raise ValueError(f"NumbaSchedule.softmax_chunk must be >= 0, got {self.softmax_chunk}")
         if self.edge_order not in (0, 1):
             raise ValueError(f"NumbaSchedule.edge_order must be 0 or 1, got {self.edge_order}")
         if self.edge_order and self.hub_threshold is not None:
@@ -81,7 +87,7 @@ class NumbaSchedule:
     def codegen_key(self) -> tuple:
         """What of this schedule the generated source depends on."""
         return (self.prefetch_distance, self.prefetch_lines if self.prefetch_distance else 0, self.hub,
-                self.edge_order)
+                self.edge_order, self.softmax_chunk)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

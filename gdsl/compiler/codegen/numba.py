@@ -17,6 +17,11 @@ kernel (docs/design.md, section 4)::
                     <reductions / edge stores>
             <finalise: mean divides by the degree>
 
+A softmax reduction (``NumbaSchedule.softmax_chunk``) walks the row's entries in chunks instead:
+a loop over the chunk computes the logits into stack scratch, the running sums are rescaled once,
+a loop takes the chunk's exps (vector code), and a second loop over the chunk does the rest of the
+edge's work with those weights (:meth:`_Generator.chunkable_softmax`).
+
 An edge map may instead walk the edges in id order (``NumbaSchedule.edge_order``): the per-edge
 feature rows are then read and written in sequence, and the endpoints' rows at random::
 
@@ -65,7 +70,7 @@ from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
 from .common import describe as _describe
 from .common import sanitize as _sanitize
 
-CODEGEN_VERSION = "numba-6"
+CODEGEN_VERSION = "numba-7"
 
 
 _NP_TYPES = {
@@ -367,7 +372,7 @@ class _Generator:
                                 "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
                                 "task_end", "num_tasks", "row_ids", "other_ids", "edge_splits", "vp",
                                 "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32",
-                                "nonneg", "stack_empty",
+                                "nonneg", "stack_empty", "jc", "nc", "jk",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
         self.alloc_lines: list[str] = []    # per-part scratch arrays
@@ -967,6 +972,152 @@ class _Generator:
         nest.pre[0][:0] = comments
         return nest
 
+    def chunkable_softmax(self) -> int:
+        """The chunk length of the softmax reductions, or 0 for the per-edge online update.
+
+        Chunked (``NumbaSchedule.softmax_chunk`` edges at a time): a first loop over the chunk
+        computes the logits into stack scratch and their maximum, the running sums are rescaled
+        once per chunk, one loop takes every ``exp`` (a plain map over the chunk: vector code
+        however few heads there are), and a second loop over the chunk accumulates the weighted
+        values. The per-edge online update instead pays two dependent scalar ``exp`` per edge and
+        head. Needs logits computed from loads and elementwise math only (a per-edge value held in
+        scratch is computed in the second loop, too late)."""
+        chunk = self.schedule.softmax_chunk
+        if not chunk or not self.softmax_sinks or self.by_edge:
+            return 0
+        for _, _, i in self.softmax_sinks:
+            xi = self.prog.instrs[i].args[0]
+            if math.prod(self.prog.instrs[xi].shape) * chunk > _STACK_MAX:
+                return 0
+            stack, seen = [xi], set()
+            while stack:
+                a = stack.pop()
+                if a in seen or self.is_load(a) or self.prog.instrs[a].op == "const":
+                    continue
+                if a in self.materialized:
+                    return 0
+                seen.add(a)
+                stack.extend(self.prog.instrs[a].args)
+        return chunk
+
+    def softmax_axes(self, out: OutputSpec, i: int):
+        """The loops of a softmax reduction: heads (axes the logits vary on) first, then the axes
+        only the values have; and the logits' own shape and size."""
+        x_shape = self.prog.instrs[self.prog.instrs[i].args[0]].shape
+        shape = out.shape
+        pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
+        head_axes = [k for k, n in enumerate(shape) if pad[k] > 1]
+        other_axes = [k for k, n in enumerate(shape) if pad[k] == 1 and n > 1]
+        loops = [(f"i{k}", shape[k]) for k in head_axes] + [(f"i{k}", shape[k]) for k in other_axes]
+        return shape, x_shape, head_axes, other_axes, loops, max(1, math.prod(x_shape))
+
+    def softmax_state(self, out: OutputSpec, i: int) -> tuple[str, str]:
+        """The row's running max and denominator per logit (per-part scratch, reset per row)."""
+        dtype = out.dtype
+        nx = max(1, math.prod(self.prog.instrs[self.prog.instrs[i].args[0]].shape))
+        run_max, run_den = self.fresh(f"mx{i}"), self.fresh(f"den{i}")
+        self.alloc(run_max, nx, dtype)
+        self.alloc(run_den, nx, dtype)
+        self.row_lines.append(f"for f in range({nx}):")
+        self.row_lines.append(f"    {run_max}[f] = {_extreme(dtype, 'max')}")
+        self.row_lines.append(f"    {run_den}[f] = {_literal(0, dtype)}")
+        return run_max, run_den
+
+    def chunk_logits(self, out: OutputSpec, lse: OutputSpec | None, i: int, chunk: int) -> _Nest:
+        """First pass over a chunk: the logits into ``buf[jk * nx + h]`` and their chunk max;
+        then (``self.between``) the rescaling of the running sums and the chunk's ``exp``."""
+        ins = self.prog.instrs[i]
+        shape, x_shape, head_axes, _, loops, nx = self.softmax_axes(out, i)
+        dtype = out.dtype
+        run_max, run_den = self.softmax_state(out, i)
+        buf, cmax, scales = self.fresh(f"lg{i}"), self.fresh(f"cm{i}"), self.fresh(f"scs{i}")
+        self.alloc(buf, chunk * nx, dtype)
+        self.alloc(cmax, nx, dtype)
+        self.alloc(scales, nx, dtype)
+        nest = _Nest(loops[:len(head_axes)])
+        var = {k: nest.var(n) for n, k in enumerate(head_axes)}
+        multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
+        x_index = _broadcast_index(multi, shape, x_shape)
+        x_flat = _to_flat(x_index, x_shape)
+        what = "softmax-weighted sum" if out.reducer == "softmax_sum" else "log-sum-exp"
+        nest.pre[0].insert(0, f"# {out.name} = {what} over the row's edges, {chunk} at a time: "
+                              f"{_describe(i, ins)}")
+        xt, _ = self.value(ins.args[0], x_index, nest, dtype)
+        slot = f"{buf}[jk * {nx} + {x_flat.text}]" if nx > 1 else f"{buf}[jk]"
+        level = _EDGE + len(head_axes)
+        self.place(level, f"{slot} = {xt}", nest)
+        self.place(level, f"{cmax}[{x_flat.text}] = np.maximum({cmax}[{x_flat.text}], {slot})", nest)
+        lowest = _extreme(dtype, "max")
+        self.chunk_init += [f"for f in range({nx}):", f"    {cmax}[f] = {lowest}"]
+        mo, mn, lv, sc = (self.fresh(f"{b}{i}") for b in ("mo", "mn", "lv", "sc"))
+        # The chunk's max joins the row's; the sums so far shrink by exp(old - new) (1 while the
+        # row's logits are all -inf). Then every logit of the chunk becomes its exp (0 while the
+        # max is -inf), in a loop of its own so that it vectorises, and adds to the denominator.
+        self.between += [
+            f"for f in range({nx}):",
+            f"    {mo} = {run_max}[f]",
+            f"    {mn} = np.maximum({mo}, {cmax}[f])",
+            f"    {lv} = {mn} != {lowest}",
+            f"    {sc} = {self.exp(f'{mo} - {mn}', dtype)}",
+            f"    {sc} = {sc} if {lv} else {_literal(1, dtype)}",
+            f"    {run_den}[f] = {run_den}[f] * {sc}",
+            f"    {run_max}[f] = {mn}",
+            f"    {scales}[f] = {sc}",
+        ]
+        if out.reducer == "softmax_sum":
+            self.between += self.rescale_lines(out, shape, x_shape, scales)
+        top = f"{run_max}[f]"
+        cell = f"{buf}[jk * {nx} + f]" if nx > 1 else f"{buf}[jk]"
+        self.between += [
+            "for jk in range(nc):",
+            f"    for f in range({nx}):",
+            f"        {cell} = {self.exp(f'{cell} - {top}', dtype)} if {top} != {lowest} else {_literal(0, dtype)}",
+            "for jk in range(nc):",
+            f"    for f in range({nx}):",
+            f"        {run_den}[f] += {cell}",
+        ]
+        self.chunk_of[i] = (buf, run_max, run_den, nx)
+        return nest
+
+    def rescale_lines(self, out: OutputSpec, shape, x_shape, scales: str) -> list[str]:
+        """Multiply the row's accumulated output by the scale of each element's logit."""
+        lines, pad_text, names = [], "", []
+        for k, n in enumerate(shape):
+            names.append(f"i{k}" if n > 1 else "0")
+            if n > 1:
+                lines.append(f"{pad_text}for i{k} in range({n}):")
+                pad_text += "    "
+        flat = " + ".join(f"{nm} * {st}" if st != 1 else nm
+                          for nm, st in zip(names, _strides(shape)) if nm != "0") or "0"
+        pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
+        x_flat = " + ".join(f"{names[k]} * {st}" if st != 1 else names[k]
+                            for k, st in zip(range(len(shape)), _strides(pad)) if pad[k] > 1) or "0"
+        cell = self.cell(out, flat)
+        return lines + [f"{pad_text}{cell} = {cell} * {scales}[{x_flat}]"]
+
+    def chunk_values(self, out: OutputSpec, lse: OutputSpec | None, i: int) -> list[_Nest]:
+        """Second pass over a chunk: add each edge's weights (the exps of the first) times its
+        values to the row's output."""
+        buf, run_max, run_den, nx = self.chunk_of[i]
+        shape, x_shape, head_axes, other_axes, loops, _ = self.softmax_axes(out, i)
+        nests: list[_Nest] = []
+        if out.reducer == "softmax_sum":
+            ins = self.prog.instrs[i]
+            nest = _Nest(list(loops), opaque_from=_CLEAR if out.name in self.acc else _IN_PLACE)
+            var = {k: nest.var(n) for n, k in enumerate(head_axes + other_axes)}
+            multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
+            x_text = _to_flat(_broadcast_index(multi, shape, x_shape), x_shape).text
+            weight = f"{buf}[jk * {nx} + {x_text}]" if nx > 1 else f"{buf}[jk]"
+            nest.pre[0].append(f"# {out.name} += softmax weight x value: {_describe(i, ins)}")
+            v_shape = self.prog.instrs[ins.args[1]].shape
+            vt, vlevel = self.value(ins.args[1], _broadcast_index(multi, shape, v_shape), nest, out.dtype)
+            flat = _to_flat(multi, shape)
+            cell = self.cell(out, flat.text)
+            self.place(max(_EDGE + len(loops), vlevel, flat.level), f"{cell} += {weight} * {_paren(vt)}", nest)
+            nests.append(nest)
+        self.softmax_final(out, lse, shape, x_shape, run_max, run_den)
+        return nests
+
     def body_softmax(self, out: OutputSpec, lse: OutputSpec | None, i: int) -> list[_Nest]:
         """An online-softmax reduction: ``softmax_sum(x, v)`` or ``logsumexp(x)``.
 
@@ -993,12 +1144,7 @@ class _Generator:
         n_head = len(head_axes)
         level = _EDGE + n_head
         nx = max(1, math.prod(x_shape))
-        run_max, run_den = self.fresh(f"mx{i}"), self.fresh(f"den{i}")
-        self.alloc(run_max, nx, dtype)
-        self.alloc(run_den, nx, dtype)
-        self.row_lines.append(f"for f in range({nx}):")
-        self.row_lines.append(f"    {run_max}[f] = {_extreme(dtype, 'max')}")
-        self.row_lines.append(f"    {run_den}[f] = {_literal(0, dtype)}")
+        run_max, run_den = self.softmax_state(out, i)
         what = "softmax-weighted sum" if out.reducer == "softmax_sum" else "log-sum-exp"
         nest.pre[0].insert(0, f"# {out.name} = {what} over the row's edges (online softmax): {_describe(i, ins)}")
         xt, _ = self.value(xi, x_index, nest, dtype)
@@ -1095,6 +1241,17 @@ class _Generator:
             if self.size(i) > 1:
                 self.alloc(name, self.size(i), ins.dtype)
 
+        # chunked softmax: the logits' pass is generated first, with its own per-edge values
+        self.chunk = self.chunkable_softmax()
+        self.chunk_of: dict[int, tuple] = {}
+        self.chunk_init: list[str] = []
+        self.between: list[str] = []
+        logit_nests: list[_Nest] = []
+        if self.chunk:
+            logit_nests = [self.chunk_logits(out, lse, i, self.chunk) for out, lse, i in self.softmax_sinks]
+            self.logits_use_u, self.logits_use_e = self.uses_u, self.uses_e
+            self.uses_u = self.uses_e = False
+            self.memo_edge = {}  # the second pass computes its per-edge values afresh
         nests: list[_Nest] = []
         for i in sorted(self.materialized):
             kind = self.kind(i)
@@ -1114,7 +1271,7 @@ class _Generator:
             nests.append(self.body_sinks(shape, sinks))
         self.final_lines: list[str] = []
         for out, lse, i in self.softmax_sinks:
-            nests.extend(self.body_softmax(out, lse, i))
+            nests.extend(self.chunk_values(out, lse, i) if self.chunk else self.body_softmax(out, lse, i))
 
         fingerprint = prog.fingerprint()
         entry = f"gdsl_{self.kernel.pattern}_{fingerprint}"
@@ -1172,16 +1329,11 @@ class _Generator:
                     continue
                 init = "-1" if out.name.endswith("@arg") else _literal(0, out.dtype)
                 body += self.row_loop(out, f"{self.cell(out, '{f}')} = {init}", ind1)
-            body.append(f"{ind1}for j in range(start, end):")
-            body += self.prefetch_lines(ind2)
-            if self.uses_u:
-                body.append(f"{ind2}{self.nbr} = nonneg(indices[j])")
-            if self.uses_e:
-                body.append(f"{ind2}e = nonneg(eids[j])")
-            if self.uses_first:
-                body.append(f"{ind2}first = j == start")
-            for nest in nests:
-                body += nest.render(ind2)
+            if self.chunk:
+                body += self.chunk_loops(ind1, logit_nests, nests)
+            else:
+                body.append(f"{ind1}for j in range(start, end):")
+                body += self.edge_lines(ind2, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=True)
             for out in self.outputs:  # the row's accumulators to its output row (a mean divided)
                 if out.name not in self.acc:
                     continue
@@ -1222,6 +1374,34 @@ class _Generator:
             f"def {entry}({', '.join(arg_names)}):",
         ] + prelude + body
         return _Function(entry, arg_names, function, imports)
+
+    def edge_lines(self, indent: str, uses_u: bool, uses_e: bool, uses_first: bool, nests: list[_Nest],
+                   prefetch: bool) -> list[str]:
+        """The body of a loop over a row's entries ``j``."""
+        lines = self.prefetch_lines(indent) if prefetch else []
+        if uses_u:
+            lines.append(f"{indent}{self.nbr} = nonneg(indices[j])")
+        if uses_e:
+            lines.append(f"{indent}e = nonneg(eids[j])")
+        if uses_first:
+            lines.append(f"{indent}first = j == start")
+        for nest in nests:
+            lines += nest.render(indent)
+        return lines
+
+    def chunk_loops(self, indent: str, logit_nests: list[_Nest], nests: list[_Nest]) -> list[str]:
+        """A row's entries in chunks: logits, rescale and exps, then the weighted values."""
+        inner, body = indent + "    ", indent + "        "
+        lines = [f"{indent}for jc in range(start, end, {self.chunk}):",
+                 f"{inner}nc = min(end - jc, {self.chunk})"]
+        lines += [inner + line for line in self.chunk_init]
+        lines += [f"{inner}for jk in range(nc):", f"{body}j = jc + jk"]
+        lines += self.edge_lines(body, self.logits_use_u, self.logits_use_e, False, logit_nests, prefetch=True)
+        lines += [inner + line for line in self.between]
+        if any(any(part) for nest in nests for part in nest.pre + nest.post):
+            lines += [f"{inner}for jk in range(nc):", f"{body}j = jc + jk"]
+            lines += self.edge_lines(body, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=False)
+        return lines
 
     def header(self, hub: bool) -> list[str]:
         prog = self.prog
