@@ -284,6 +284,25 @@ def _trip(extent: int, opaque_from: int = _CLEAR) -> str:
     return f"nf{extent}" if opaque_from <= extent <= _OPAQUE_MAX else str(extent)
 
 
+def _loops_over_output(shape: tuple[int, ...], x_shape: tuple[int, ...], indent: str
+                       ) -> tuple[list[str], str, str, str]:
+    """Loops over a softmax output row of ``shape`` (one per axis longer than 1), the indent of
+    their body, and the body's flat index into the output and into its logits (``x_shape``,
+    broadcast against ``shape``)."""
+    lines, names = [], []
+    for k, n in enumerate(shape):
+        names.append(f"i{k}" if n > 1 else "0")
+        if n > 1:
+            lines.append(f"{indent}for i{k} in range({n}):")
+            indent += "    "
+    flat = " + ".join(f"{nm} * {st}" if st != 1 else nm
+                      for nm, st in zip(names, _strides(shape)) if nm != "0") or "0"
+    pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
+    x_flat = " + ".join(f"{names[k]} * {st}" if st != 1 else names[k]
+                        for k, st in zip(range(len(shape)), _strides(pad)) if pad[k] > 1) or "0"
+    return lines, indent, flat, x_flat
+
+
 def _nest_over(shape: tuple[int, ...], flat: bool, var: str = "f",
                opaque_from: int = _CLEAR) -> tuple[_Nest, Any]:
     """A loop nest over a feature shape and the index of its innermost body."""
@@ -1081,17 +1100,7 @@ class _Generator:
 
     def rescale_lines(self, out: OutputSpec, shape, x_shape, scales: str) -> list[str]:
         """Multiply the row's accumulated output by the scale of each element's logit."""
-        lines, pad_text, names = [], "", []
-        for k, n in enumerate(shape):
-            names.append(f"i{k}" if n > 1 else "0")
-            if n > 1:
-                lines.append(f"{pad_text}for i{k} in range({n}):")
-                pad_text += "    "
-        flat = " + ".join(f"{nm} * {st}" if st != 1 else nm
-                          for nm, st in zip(names, _strides(shape)) if nm != "0") or "0"
-        pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
-        x_flat = " + ".join(f"{names[k]} * {st}" if st != 1 else names[k]
-                            for k, st in zip(range(len(shape)), _strides(pad)) if pad[k] > 1) or "0"
+        lines, pad_text, flat, x_flat = _loops_over_output(shape, x_shape, "")
         cell = self.cell(out, flat)
         return lines + [f"{pad_text}{cell} = {cell} * {scales}[{x_flat}]"]
 
@@ -1209,19 +1218,8 @@ class _Generator:
         lines.append(f"        {lse_target}[{self.orow}, f] = {run_max}[f] + np.log({run_den}[f])")
         if out.reducer != "softmax_sum":
             return
-        pad_text = "    "
-        names = []
-        for k, n in enumerate(shape):
-            names.append(f"i{k}" if n > 1 else "0")
-            if n > 1:
-                lines.append(f"{pad_text}for i{k} in range({n}):")
-                pad_text += "    "
-        flat = " + ".join(f"{nm} * {st}" if st != 1 else nm
-                          for nm, st in zip(names, _strides(shape)) if nm != "0") or "0"
-        pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
-        x_terms = [f"{names[k]} * {st}" if st != 1 else names[k]
-                   for k, st in zip(range(len(shape)), _strides(pad)) if pad[k] > 1]
-        x_flat = " + ".join(x_terms) or "0"
+        loops, pad_text, flat, x_flat = _loops_over_output(shape, x_shape, "    ")
+        lines += loops
         lines.append(f"{pad_text}{out.arg_name}[{self.orow}, {flat}] /= {run_den}[{x_flat}]")
 
     # -- the whole module ------------------------------------------------------------------------
