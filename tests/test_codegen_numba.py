@@ -386,6 +386,19 @@ def run_and_check_schedule(comp: Compiled, case, feats, schedule) -> dict[str, t
     return check_kernel(comp.step.kernel, comp.kernel, comp.params, case, torch.int64, feats, schedule=schedule)
 
 
+def test_softmax_chunks_shorten_so_their_logits_fit_the_stack():
+    """64 heads x 32 edges of logits would exceed the stack scratch limit: chunks of 16."""
+    from strategies import GraphCase
+    rng = np.random.default_rng(0)
+    case = GraphCase(rng.integers(0, 6, 60), np.concatenate([np.zeros(40, np.int64), rng.integers(0, 6, 20)]),
+                     6, 6, torch.int64, False)
+    schema = float_schema(torch.float64, src={"el": (64, 1), "ft": (64, 3)}, dst={"er": (64, 1)},
+                          edge={"w": (64, 1)})
+    comp = _MEMO.gather("attention-64-heads", _attention_message, _weighted_reduce, schema)
+    assert "for jc in range(start, end, 16):" in comp.kernel.source.source
+    run_and_check_schedule(comp, case, make_features(case, schema, 5, "real"), NumbaSchedule())
+
+
 def test_softmax_chunks_propagate_nan_logits():
     """A NaN logit makes its row's softmax outputs NaN, as torch.softmax does, chunked or not."""
     from strategies import GraphCase

@@ -1000,14 +1000,14 @@ class _Generator:
         however few heads there are), and a second loop over the chunk accumulates the weighted
         values. The per-edge online update instead pays two dependent scalar ``exp`` per edge and
         head. Needs logits computed from loads and elementwise math only (a per-edge value held in
-        scratch is computed in the second loop, too late)."""
+        scratch is computed in the second loop, too late); chunks are shortened so that the
+        logits of one fit in ``_STACK_MAX`` elements."""
         chunk = self.schedule.softmax_chunk
         if not chunk or not self.softmax_sinks or self.by_edge:
             return 0
         for _, _, i in self.softmax_sinks:
             xi = self.prog.instrs[i].args[0]
-            if math.prod(self.prog.instrs[xi].shape) * chunk > _STACK_MAX:
-                return 0
+            chunk = min(chunk, _STACK_MAX // max(1, math.prod(self.prog.instrs[xi].shape)))  # stack scratch
             stack, seen = [xi], set()
             while stack:
                 a = stack.pop()
@@ -1017,7 +1017,7 @@ class _Generator:
                     return 0
                 seen.add(a)
                 stack.extend(self.prog.instrs[a].args)
-        return chunk
+        return chunk  # (0 when one edge's logits alone exceed the stack limit)
 
     def softmax_axes(self, out: OutputSpec, i: int):
         """The loops of a softmax reduction: heads (axes the logits vary on) first, then the axes
@@ -1030,10 +1030,17 @@ class _Generator:
         loops = [(f"i{k}", shape[k]) for k in head_axes] + [(f"i{k}", shape[k]) for k in other_axes]
         return shape, x_shape, head_axes, other_axes, loops, max(1, math.prod(x_shape))
 
-    def softmax_state(self, out: OutputSpec, i: int) -> tuple[str, str]:
+    def logits_nest(self, shape, x_shape, head_axes, loops) -> tuple[_Nest, _Multi, Any, _Ix]:
+        """The nest over a softmax's heads; the output's index in it, the logits' index and flat
+        index."""
+        nest = _Nest(loops[:len(head_axes)])
+        var = {k: nest.var(n) for n, k in enumerate(head_axes)}
+        multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
+        x_index = _broadcast_index(multi, shape, x_shape)
+        return nest, multi, x_index, _to_flat(x_index, x_shape)
+
+    def softmax_state(self, i: int, nx: int, dtype: torch.dtype) -> tuple[str, str]:
         """The row's running max and denominator per logit (per-part scratch, reset per row)."""
-        dtype = out.dtype
-        nx = max(1, math.prod(self.prog.instrs[self.prog.instrs[i].args[0]].shape))
         run_max, run_den = self.fresh(f"mx{i}"), self.fresh(f"den{i}")
         self.alloc(run_max, nx, dtype)
         self.alloc(run_den, nx, dtype)
@@ -1042,22 +1049,18 @@ class _Generator:
         self.row_lines.append(f"    {run_den}[f] = {_literal(0, dtype)}")
         return run_max, run_den
 
-    def chunk_logits(self, out: OutputSpec, lse: OutputSpec | None, i: int, chunk: int) -> _Nest:
+    def chunk_logits(self, out: OutputSpec, i: int, chunk: int) -> _Nest:
         """First pass over a chunk: the logits into ``buf[jk * nx + h]`` and their chunk max;
         then (``self.between``) the rescaling of the running sums and the chunk's ``exp``."""
         ins = self.prog.instrs[i]
         shape, x_shape, head_axes, _, loops, nx = self.softmax_axes(out, i)
         dtype = out.dtype
-        run_max, run_den = self.softmax_state(out, i)
+        run_max, run_den = self.softmax_state(i, nx, dtype)
         buf, cmax, scales = self.fresh(f"lg{i}"), self.fresh(f"cm{i}"), self.fresh(f"scs{i}")
         self.alloc(buf, chunk * nx, dtype)
         self.alloc(cmax, nx, dtype)
         self.alloc(scales, nx, dtype)
-        nest = _Nest(loops[:len(head_axes)])
-        var = {k: nest.var(n) for n, k in enumerate(head_axes)}
-        multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
-        x_index = _broadcast_index(multi, shape, x_shape)
-        x_flat = _to_flat(x_index, x_shape)
+        nest, _, x_index, x_flat = self.logits_nest(shape, x_shape, head_axes, loops)
         what = "softmax-weighted sum" if out.reducer == "softmax_sum" else "log-sum-exp"
         nest.pre[0].insert(0, f"# {out.name} = {what} over the row's edges, {chunk} at a time: "
                               f"{_describe(i, ins)}")
@@ -1095,7 +1098,7 @@ class _Generator:
             f"    for f in range({nx}):",
             f"        {run_den}[f] += {cell}",
         ]
-        self.chunk_of[i] = (buf, run_max, run_den, nx)
+        self.chunk_of[i] = (buf, run_max, run_den)
         return nest
 
     def rescale_lines(self, out: OutputSpec, shape, x_shape, scales: str) -> list[str]:
@@ -1107,8 +1110,8 @@ class _Generator:
     def chunk_values(self, out: OutputSpec, lse: OutputSpec | None, i: int) -> list[_Nest]:
         """Second pass over a chunk: add each edge's weights (the exps of the first) times its
         values to the row's output."""
-        buf, run_max, run_den, nx = self.chunk_of[i]
-        shape, x_shape, head_axes, other_axes, loops, _ = self.softmax_axes(out, i)
+        buf, run_max, run_den = self.chunk_of[i]
+        shape, x_shape, head_axes, other_axes, loops, nx = self.softmax_axes(out, i)
         nests: list[_Nest] = []
         if out.reducer == "softmax_sum":
             ins = self.prog.instrs[i]
@@ -1137,23 +1140,12 @@ class _Generator:
         ``softmax_final``) divides by ``S`` and writes ``M + log S``."""
         ins = self.prog.instrs[i]
         xi = ins.args[0]
-        x_shape = self.prog.instrs[xi].shape
-        shape = out.shape
-        pad = (1,) * (len(shape) - len(x_shape)) + tuple(x_shape)
-        head_axes = [k for k, n in enumerate(shape) if pad[k] > 1]
-        other_axes = [k for k, n in enumerate(shape) if pad[k] == 1 and n > 1]
-        loops = [(f"i{k}", shape[k]) for k in head_axes] + [(f"i{k}", shape[k]) for k in other_axes]
+        shape, x_shape, head_axes, other_axes, loops, nx = self.softmax_axes(out, i)
         # the logits' loops (values wider than the logits get a nest of their own)
-        nest = _Nest(loops[:len(head_axes)])
-        var = {k: nest.var(n) for n, k in enumerate(head_axes)}
-        multi = _Multi(tuple(var.get(k, _c(0)) for k in range(len(shape))))
-        x_index = _broadcast_index(multi, shape, x_shape)
-        x_flat = _to_flat(x_index, x_shape)
+        nest, multi, x_index, x_flat = self.logits_nest(shape, x_shape, head_axes, loops)
         dtype = out.dtype
-        n_head = len(head_axes)
-        level = _EDGE + n_head
-        nx = max(1, math.prod(x_shape))
-        run_max, run_den = self.softmax_state(out, i)
+        level = _EDGE + len(head_axes)
+        run_max, run_den = self.softmax_state(i, nx, dtype)
         what = "softmax-weighted sum" if out.reducer == "softmax_sum" else "log-sum-exp"
         nest.pre[0].insert(0, f"# {out.name} = {what} over the row's edges (online softmax): {_describe(i, ins)}")
         xt, _ = self.value(xi, x_index, nest, dtype)
@@ -1246,7 +1238,7 @@ class _Generator:
         self.between: list[str] = []
         logit_nests: list[_Nest] = []
         if self.chunk:
-            logit_nests = [self.chunk_logits(out, lse, i, self.chunk) for out, lse, i in self.softmax_sinks]
+            logit_nests = [self.chunk_logits(out, i, self.chunk) for out, _, i in self.softmax_sinks]
             self.logits_use_u, self.logits_use_e = self.uses_u, self.uses_e
             self.uses_u = self.uses_e = False
             self.memo_edge = {}  # the second pass computes its per-edge values afresh
@@ -1415,7 +1407,9 @@ class _Generator:
                    f"{self.schedule.prefetch_distance}, prefetch_lines={self.schedule.prefetch_lines}"
                    + (", hub rows split (rows above hub_threshold entries are skipped here and walked "
                       "in chunks by the _partial kernel)" if hub else "")
-                   + (", edge_order=1 (the edges are walked in id order, not by rows)" if self.by_edge else "")]
+                   + (", edge_order=1 (the edges are walked in id order, not by rows)" if self.by_edge else "")
+                   + (f", softmax_chunk={self.chunk} (softmax reductions walk a row's edges that many at a "
+                      "time)" if self.chunk else "")]
         header += ["#"] + argument_lines(self.inputs, self.outputs, _np_type)
         return header
 
