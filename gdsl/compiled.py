@@ -18,7 +18,7 @@ import torch
 
 from .backend import register_backend
 from .compiler.autodiff import vjp
-from .compiler.fusion import KernelPlan, StepPlan, plan
+from .compiler.fusion import ENTRY_POS, KernelPlan, StepPlan, edge_handoffs, plan
 from .compiler.interpret import Structure, evaluate
 from .compiler.ir import Program
 from .compiler.passes import dce, optimize
@@ -44,13 +44,17 @@ class CompiledKernel:
     knobs that change the generated source; ``run`` takes the launch's schedule, whose
     source-changing knobs must agree."""
 
-    def __init__(self, kernel: KernelPlan, backend: str, schedule=None):
+    def __init__(self, kernel: KernelPlan, backend: str, schedule=None, by_position: frozenset[str] = frozenset(),
+                 to_position: frozenset[str] = frozenset()):
         self.plan = kernel
         self.backend = backend
+        self.by_position: frozenset[str] = frozenset()  # edge fields it takes in the CSR's entry order
+        self.to_position: frozenset[str] = frozenset()  # edge outputs it writes in the other CSR's
         if backend == "numba":
             from .compiler.codegen.numba import generate_numba
             from .kernels.numba_runtime import NumbaKernel
-            self.source = generate_numba(kernel, schedule)
+            self.source = generate_numba(kernel, schedule, by_position, to_position)
+            self.by_position, self.to_position = self.source.by_position, self.source.to_position
             self.runner = NumbaKernel(self.source)
         elif backend == "triton":
             from .compiler.codegen.triton import generate_triton
@@ -63,6 +67,7 @@ class CompiledKernel:
 
     def run(self, rel: Relation, inputs: Mapping[str, torch.Tensor],
             params: list[torch.Tensor], schedule=None) -> dict[str, torch.Tensor]:
+        """Launch over ``rel``; fields in ``by_position`` must be given in the CSR's entry order."""
         csr = rel.in_csr if self.plan.rows == "dst" else rel.out_csr
         num_rows = rel.num_dst if self.plan.rows == "dst" else rel.num_src
         if self.backend == "numba":
@@ -83,17 +88,45 @@ def generated_files() -> list[str]:
     return [k.runner.path for k in _KERNELS.values()]
 
 
-def compiled_kernel(kernel: KernelPlan, backend: str, schedule=None) -> CompiledKernel:
-    """One generated kernel per (program, backend, source-changing schedule knobs): identical
-    programs share code."""
+def compiled_kernel(kernel: KernelPlan, backend: str, schedule=None,
+                    by_position: frozenset[str] = frozenset(),
+                    to_position: frozenset[str] = frozenset()) -> CompiledKernel:
+    """One generated kernel per (program, backend, source-changing schedule knobs, edge fields
+    read / written in entry order): identical programs share code."""
     from .kernels.schedules import default_schedule
     codegen = (schedule if schedule is not None else default_schedule(backend)).codegen_key() \
         if backend in ("numba", "triton") else ()
-    key = (kernel_key(kernel), backend, codegen)
+    if backend != "numba":
+        by_position = to_position = frozenset()
+    by_position, to_position = frozenset(by_position), frozenset(to_position)
+    key = (kernel_key(kernel), backend, codegen, by_position, to_position)
     hit = _KERNELS.get(key)
     if hit is None:
-        hit = _KERNELS[key] = CompiledKernel(kernel, backend, schedule)
+        hit = _KERNELS[key] = CompiledKernel(kernel, backend, schedule, by_position, to_position)
     return hit
+
+
+def _entry_ordered(kernel: KernelPlan, rel: Relation, inputs: Mapping[str, torch.Tensor],
+                   skip: frozenset[str] = frozenset()) -> tuple[Mapping[str, torch.Tensor], frozenset[str]]:
+    """Swap narrow edge inputs that are reused unchanged for their copies in the kernel's CSR
+    entry order (gdsl.kernels.edge_order); returns the inputs and the fields swapped."""
+    from .kernels.edge_order import EntryOrderCopies
+    fields = [inp.name for inp in kernel.inputs if inp.space == "edge" and inp.name not in skip
+              and EntryOrderCopies.eligible(inputs.get(_input_key(inp)), rel.num_edges)]
+    if not fields:
+        return inputs, frozenset()
+    fmt = "csc" if kernel.rows == "dst" else "csr"
+    csr = rel.in_csr if kernel.rows == "dst" else rel.out_csr
+    copies = rel._cached(f"{fmt}_entry_order", lambda: EntryOrderCopies(csr.eids), fmt)
+    copies.eids = csr.eids  # a format not kept is rebuilt per use, in the same order
+    swapped = dict(inputs)
+    done = set()
+    for name in fields:
+        copy = copies.lookup(inputs[f"edge:{name}"])
+        if copy is not None:
+            swapped[f"edge:{name}"] = copy
+            done.add(name)
+    return (swapped if done else inputs), frozenset(done)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -107,12 +140,57 @@ def launch_kernel(kernel: KernelPlan, backend: str, rel: Relation, inputs: Mappi
                   direction: str = "forward") -> dict[str, torch.Tensor]:
     """Run one kernel with its chosen schedule; when tuning is asked for (``autotune`` or inside
     ``gdsl.autotune``) and the kernel is not tuned for this graph's signature, tune it first."""
+    return launch_kernel_ordered(kernel, backend, rel, inputs, params, autotune, direction)[0]
+
+
+def launch_kernel_ordered(kernel: KernelPlan, backend: str, rel: Relation, inputs: Mapping[str, torch.Tensor],
+                          params: list[torch.Tensor], autotune: bool = False, direction: str = "forward",
+                          ordered: frozenset[str] = frozenset(), to_position: frozenset[str] = frozenset()
+                          ) -> tuple[dict[str, torch.Tensor], frozenset[str]]:
+    """:func:`launch_kernel` inside a step of several kernels: the edge inputs ``ordered`` are
+    given in the kernel's CSR entry order (``edge_handoffs``), and the edge outputs
+    ``to_position`` are wanted in the other CSR's entry order. Returns the outputs and which of
+    ``to_position`` were written so (none when tuning, or when the kernel walks edges by id)."""
     choice = choose(kernel, backend, rel)
-    if choice.reason != "forced" and (_TUNING or (autotune and choice.reason != "autotuned")):
+    tuning = choice.reason != "forced" and (_TUNING or (autotune and choice.reason != "autotuned"))
+    walks_edges = kernel.pattern == "edge_map" and getattr(choice.schedule, "edge_order", 0)
+    if ordered and (tuning or backend != "numba" or walks_edges):  # (candidates read edges by id)
+        inputs = {**inputs, **{f"edge:{name}": _to_edge_ids(rel, kernel.rows, inputs[f"edge:{name}"])
+                               for name in ordered}}
+        ordered = frozenset()
+    if tuning:
         from .autotuning import tune_launch
         return tune_launch(kernel, backend, rel, inputs, params, choice, direction,
-                           _TUNING[-1] if _TUNING else None)
-    return compiled_kernel(kernel, backend, choice.schedule).run(rel, inputs, params, choice.schedule)
+                           _TUNING[-1] if _TUNING else None), frozenset()
+    if backend != "numba" or walks_edges:
+        return compiled_kernel(kernel, backend, choice.schedule).run(rel, inputs, params, choice.schedule), frozenset()
+    inputs, by_position = _entry_ordered(kernel, rel, inputs, skip=ordered)
+    by_position |= ordered
+    if to_position:
+        inputs = {**inputs, f"edge:{ENTRY_POS}": _entry_positions(rel, kernel.rows)}
+    compiled = compiled_kernel(kernel, backend, choice.schedule, by_position, to_position)
+    if compiled.by_position != by_position:
+        raise BackendError(f"internal: kernel reads {sorted(compiled.by_position)} in entry order, "
+                           f"asked {sorted(by_position)}")
+    return compiled.run(rel, inputs, params, choice.schedule), compiled.to_position
+
+
+def _to_edge_ids(rel: Relation, rows: str, ordered: torch.Tensor) -> torch.Tensor:
+    """An edge tensor in the entry order of the CSR over ``rows``, back in edge-id order."""
+    eids = (rel.in_csr if rows == "dst" else rel.out_csr).eids.long()
+    out = torch.empty_like(ordered)
+    out[eids] = ordered
+    return out
+
+
+def _entry_positions(rel: Relation, rows: str) -> torch.Tensor:
+    """For each entry of the CSR over ``rows``, where its edge sits in the other CSR (int32: handoffs need fewer than 2**31 edges)."""
+    def build():
+        own, other = (rel.in_csr, rel.out_csr) if rows == "dst" else (rel.out_csr, rel.in_csr)
+        where = torch.empty(rel.num_edges, dtype=torch.int32, device=rel.device)
+        where[other.eids.long()] = torch.arange(rel.num_edges, dtype=torch.int32, device=rel.device)
+        return where[own.eids.long()]
+    return rel._cached(f"entry_pos_{rows}", build)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -147,13 +225,18 @@ def _input_key(inp) -> str:
 
 def _run_plan(step: StepPlan, rel: Relation, features: Mapping[str, Mapping[str, torch.Tensor]],
               params: list[torch.Tensor], backend: str, kernel_runner: Callable,
-              only_rows_with_messages: bool = False) -> dict[str, torch.Tensor]:
-    """Node stage -> kernels -> epilogue. ``kernel_runner(kernel, inputs)`` runs one kernel."""
+              only_rows_with_messages: bool = False, handoffs: Mapping[str, str] | None = None
+              ) -> dict[str, torch.Tensor]:
+    """Node stage -> kernels -> epilogue. ``kernel_runner(kernel, inputs)`` runs one kernel;
+    with ``handoffs`` (:func:`~gdsl.compiler.fusion.edge_handoffs`, numba),
+    ``kernel_runner(kernel, inputs, ordered, to_position)`` returns ``(outputs, written)``: the
+    handed-off edge values travel in their readers' CSR entry order."""
     # The relation's cached in-degrees serve in_degree (mean, m.shape[1]) without a recount.
     structure = _WithDegrees(Structure(rel.src, rel.dst, rel.num_src, rel.num_dst), rel.in_degrees)
     values: dict[str, torch.Tensor] = {}
     if step.node_stage is not None:
         values.update(evaluate(step.node_stage, params, structure, features))
+    in_entry_order: set[str] = set()  # handed-off edge values stored in their readers' order
     for kernel in step.kernels:
         inputs = {}
         for inp in kernel.inputs:
@@ -161,7 +244,15 @@ def _run_plan(step: StepPlan, rel: Relation, features: Mapping[str, Mapping[str,
                 continue  # traced weights are passed as params
             key = _input_key(inp)
             inputs[key] = values[key] if key in values else features[inp.space][inp.name]
-        values.update(kernel_runner(kernel, inputs))
+        if handoffs is None:
+            values.update(kernel_runner(kernel, inputs))
+            continue
+        ordered = frozenset(inp.name for inp in kernel.inputs if inp.space == "edge" and inp.name in in_entry_order)
+        writes = frozenset(field for field, rows in handoffs.items() if rows != kernel.rows
+                           and f"edge:{field}" in dict(kernel.program.outputs))
+        outputs, written = kernel_runner(kernel, inputs, ordered, writes)
+        values.update(outputs)
+        in_entry_order |= written
     if step.epilogue is not None:
         layered = {space: _Layered(values, space, features.get(space, {})) for space in ("src", "dst", "edge")}
         if only_rows_with_messages:
@@ -246,6 +337,7 @@ class CompiledStep:
             raise CompileError("internal: a forward step planned into several kernels")
         self.kernel = self.plan.kernels[0] if self.plan.kernels else None
         self._backward: dict[frozenset[str] | None, tuple[StepPlan, Any]] = {}
+        self._handoffs: dict[int, tuple[StepPlan, dict[str, str]]] = {}  # id(plan) -> (plan, handoffs)
         # The features the step reads, with the type it was traced for.
         self.reads = {(ins.space, ins.attr("field")): FieldSpec(ins.dtype, ins.shape)
                       for ins in traced.program.instrs if ins.op in ("load_src", "load_dst", "load_edge")}
@@ -269,6 +361,17 @@ class CompiledStep:
             program, history = optimize(program)
             self._backward[needed] = (plan(program), history)
         return self._backward[needed][0]
+
+    def backward_handoffs(self, bplan: StepPlan, rel: Relation) -> dict[str, str]:
+        """The edge values the backward's kernels hand over in entry order (numba, when the graph
+        keeps both compressed formats: the positions come from them)."""
+        if (self.backend != "numba" or len(bplan.kernels) < 2 or not {"csr", "csc"} <= rel.allowed
+                or rel.num_edges >= 2**31):
+            return {}
+        key = id(bplan)
+        if key not in self._handoffs:
+            self._handoffs[key] = (bplan, edge_handoffs(bplan))
+        return self._handoffs[key][1]
 
     def backward_history(self) -> list:
         """``(pass name, program)`` after each pass of the backward program (for inspection)."""
@@ -399,8 +502,10 @@ class _KernelFunction(torch.autograd.Function):
         bplan = step.backward_plan(needed)
         with torch.no_grad():
             values = _run_plan(bplan, ctx.rel, features, params, step.backend,
-                               lambda kernel, inputs: launch_kernel(kernel, step.backend, ctx.rel, inputs,
-                                                                    params, ctx.autotune, "backward"))
+                               lambda kernel, inputs, ordered, writes: launch_kernel_ordered(
+                                   kernel, step.backend, ctx.rel, inputs, params, ctx.autotune, "backward",
+                                   ordered, writes),
+                               handoffs=step.backward_handoffs(bplan, ctx.rel))
         result: list[torch.Tensor | None] = [None] * 6
         for key, t in zip(ctx.names, tensors):
             space, name = key.split(":", 1)

@@ -89,7 +89,13 @@ def check_kernel(plan_, kernel: NumbaKernel, params, case, idtype, feats, csr=No
         np_type = indptr.dtype
         ends = tuple(np.asarray(a, dtype=np_type) for a in ((case.dst, case.src) if rows == "dst"
                                                              else (case.src, case.dst)))
-    out = kernel.run(indptr, indices, eids, num_rows, case.num_edges, feats, params, edge_ends=ends,
+    kernel_feats = feats
+    if kernel.source.by_position:  # those edge fields go in the CSR's entry order
+        order = torch.as_tensor(np.asarray(eids, dtype=np.int64))
+        edge = dict(feats["edge"])
+        edge.update({name: edge[name][order] for name in kernel.source.by_position})
+        kernel_feats = {**feats, "edge": edge}
+    out = kernel.run(indptr, indices, eids, num_rows, case.num_edges, kernel_feats, params, edge_ends=ends,
                      schedule=schedule)
     program = plan_.program
     ref = interpret.evaluate(program, params, g, feats)
@@ -416,6 +422,137 @@ def test_softmax_chunks_propagate_nan_logits():
         h = out["dst:h"].reshape(4, -1)
         assert torch.isnan(h[2]).all() and not torch.isnan(h[[0, 1]]).any(), schedule
         run_and_check_schedule(comp, case, feats, schedule)
+
+
+# edge fields passed in the CSR's entry order (gdsl.kernels.edge_order), read at the entry j
+_POSITIONAL_SCHEDULES = [NumbaSchedule(), NumbaSchedule(softmax_chunk=0),
+                         NumbaSchedule(softmax_chunk=2, hub_threshold=4, hub_chunk=3)]
+_POSITIONAL_MEMOS = [KernelMemo(lambda kernel, s=s: NumbaKernel(generate_numba(kernel, s, frozenset({"w"}))))
+                     for s in _POSITIONAL_SCHEDULES]
+_POSITIONAL_BY_EDGE = KernelMemo(lambda kernel: NumbaKernel(
+    generate_numba(kernel, NumbaSchedule(edge_order=1), frozenset({"w"}))))
+
+
+@EXAMPLES
+@given(**CASES)
+def test_edge_fields_read_in_entry_order(case, seed, kind):
+    """A kernel given ``w`` in the CSR's entry order reads it at ``j`` (no ``eids`` lookup for it)
+    and agrees with the interpreter on the edge-id order data: every reducer (max / min still
+    report edge ids), a softmax reduction chunked, edge by edge and with hub rows, the backward
+    over the out-CSR, and an edge map by rows; an edge map walking the edges reads it by id."""
+    schema = float_schema(torch.float64, src={"h": (2, 3), "el": (2, 1)}, dst={"er": (2, 1)},
+                          edge={"w": (2, 1), "x": (2, 3)})
+    feats = make_features(case, schema, seed, kind)
+
+    def message(e):
+        return {"m": e.src["h"] * e.data["w"] + e.data["x"],
+                "e": F.leaky_relu(e.src["el"] + e.dst["er"] + e.data["w"], 0.2)}
+
+    def reduce(n):
+        alpha = torch.softmax(n.mailbox["e"], 1)
+        return {"a": (alpha * n.mailbox["m"]).sum(1), "s": n.mailbox["m"].sum(1),
+                "mx": n.mailbox["m"].max(1).values, "mn": n.mailbox["m"].min(1).values,
+                "me": n.mailbox["m"].mean(1)}
+
+    for schedule, memo in zip(_POSITIONAL_SCHEDULES, _POSITIONAL_MEMOS):
+        comp = memo.gather("positional", message, reduce, schema)
+        source = comp.kernel.source
+        assert source.by_position == {"w"} and "edge_w[j, " in source.source
+        assert "in the CSR's entry order (read at j): w" in source.source
+        run_and_check_schedule(comp, case, feats, schedule)
+    comp = _POSITIONAL_MEMOS[0].edge_map("positional-map", lambda e: {"y": e.data["w"] * e.src["h"] + e.data["x"]},
+                                         schema)
+    assert comp.kernel.source.by_position == {"w"}
+    run_and_check(comp, case, torch.int32, feats)
+    comp = _POSITIONAL_BY_EDGE.edge_map("positional-map", lambda e: {"y": e.data["w"] * e.src["h"]}, schema)
+    assert comp.kernel.source.by_position == frozenset() and "edge_w[j, " not in comp.kernel.source.source
+    run_and_check(comp, case, torch.int64, feats)
+
+
+@EXAMPLES
+@given(**CASES)
+def test_edge_fields_in_entry_order_over_the_out_csr(case, seed, kind):
+    """u_mul_e's gradient to the source features walks the out-CSR: ``w`` in that CSR's order."""
+    from gdsl.compiler.autodiff import vjp
+    schema = float_schema(torch.float32, src={"h": (4,)}, edge={"w": (1,)})
+    comp = gather("positional-forward", fn.u_mul_e("h", "w", "m"), fn.sum("m", "o"), schema)
+    back = plan(optimize(vjp(comp.step.kernel.program))[0])
+    kernel_plan = next(k for k in back.kernels if k.rows == "src")
+    kernel = _POSITIONAL_KERNELS.setdefault("u_mul_e_sum", NumbaKernel(generate_numba(
+        kernel_plan, NumbaSchedule(), frozenset({"w"}))))
+    assert kernel.source.by_position == {"w"}
+    feats = make_features(case, schema, seed, kind)
+    feats["dst"]["grad:o"] = torch.randn(case.num_dst, 4, generator=torch.Generator().manual_seed(seed))
+    feats = with_node_stage(back, comp.params, case, feats)
+    check_kernel(kernel_plan, kernel, comp.params, case, torch.int32, feats)
+
+
+_POSITIONAL_KERNELS: dict[str, NumbaKernel] = {}
+
+
+def _gat_backward():
+    """GAT's backward plan: an out-CSR kernel writing the per-edge logit gradient ``$k`` and an
+    in-CSR kernel summing it per destination (``edge_handoffs``: ``{$k: 'dst'}``)."""
+    from gdsl.compiler.autodiff import vjp
+    from gdsl.compiler.fusion import edge_handoffs
+    schema = float_schema(torch.float64, src={"el": (2, 1), "ft": (2, 3)}, dst={"er": (2, 1)})
+    comp = gather("handoff-forward", lambda e: {"m": e.src["ft"], "e": F.leaky_relu(e.src["el"] + e.dst["er"], 0.2)},
+                  _weighted_reduce_only, schema)
+    back = plan(optimize(vjp(comp.step.kernel.program))[0])
+    handoffs = edge_handoffs(back)
+    if "handoff" not in _POSITIONAL_KERNELS:
+        (field, rows), = handoffs.items()
+        writer = next(k for k in back.kernels if k.rows != rows and f"edge:{field}" in dict(k.program.outputs))
+        reader = next(k for k in back.kernels if k.rows == rows)
+        hub = NumbaSchedule(hub_threshold=4, hub_chunk=3)
+        _POSITIONAL_KERNELS["handoff"] = (
+            (writer, NumbaKernel(generate_numba(writer, NumbaSchedule(), to_position=frozenset({field})))),
+            (writer, NumbaKernel(generate_numba(writer, hub, to_position=frozenset({field})))),
+            (reader, NumbaKernel(generate_numba(reader, NumbaSchedule(), by_position=frozenset({field})))))
+    return comp, back, handoffs, _POSITIONAL_KERNELS["handoff"]
+
+
+def _weighted_reduce_only(n):
+    return {"h": (torch.softmax(n.mailbox["e"], 1) * n.mailbox["m"]).sum(1)}
+
+
+@EXAMPLES
+@given(**CASES)
+def test_edge_values_handed_over_in_the_readers_entry_order(case, seed, kind):
+    """The out-CSR kernel writes the per-edge value at its edge's in-CSR position (``eo =
+    entry_pos[j]``, also from the hub chunks' partial kernel); the in-CSR kernel reads it at ``j``;
+    both agree with the interpreter."""
+    comp, back, handoffs, ((writer, plain), (_, hub), (reader, summing)) = _gat_backward()
+    (field, rows), = handoffs.items()
+    assert rows == "dst" and writer.rows == "src"
+    assert plain.source.to_position == {field} and "eo = nonneg(entry_pos[j, 0])" in plain.source.source
+    assert summing.source.by_position == {field}
+    feats = make_features(case, comp.schema, seed, kind)
+    g = structure(case)
+    forward = interpret.evaluate(comp.step.kernel.program, comp.params, g, feats)
+    feats["dst"]["grad:h"] = torch.randn(forward["dst:h"].shape, generator=torch.Generator().manual_seed(seed),
+                                         dtype=torch.float64)
+    feats["dst"]["h@lse"] = forward["dst:h@lse"]
+    feats["dst"]["h@out"] = forward["dst:h"]
+    feats = with_node_stage(back, comp.params, case, feats)
+    ref = interpret.evaluate(writer.program, comp.params, g, feats)
+    out_indptr, out_indices, out_eids = in_csr(case, torch.int64, "src")
+    in_indptr, in_indices, in_eids = in_csr(case, torch.int64, "dst")
+    where = np.empty(case.num_edges, np.int64)
+    where[in_eids] = np.arange(case.num_edges)
+    entry_pos = torch.as_tensor(where[out_eids]).to(torch.int32)
+    for kernel, schedule in ((plain, NumbaSchedule()), (hub, NumbaSchedule(hub_threshold=4, hub_chunk=3))):
+        inputs = {**feats, "edge": {**feats["edge"], "@entry_pos": entry_pos}}
+        out = kernel.run(out_indptr, out_indices, out_eids, case.num_src, case.num_edges, inputs, comp.params,
+                         schedule=schedule)
+        value = out[f"edge:{field}"]
+        torch.testing.assert_close(value, ref[f"edge:{field}"][torch.as_tensor(in_eids)], rtol=1e-12, atol=1e-12)
+    summed = summing.run(in_indptr, in_indices, in_eids, case.num_dst, case.num_edges,
+                         {**feats, "edge": {**feats["edge"], field: value}}, comp.params)
+    expect = interpret.evaluate(reader.program, comp.params, g, {**feats, "edge": {**feats["edge"],
+                                                                                   field: ref[f"edge:{field}"]}})
+    for name, tensor in expect.items():
+        torch.testing.assert_close(summed[name], tensor, rtol=1e-12, atol=1e-12)
 
 
 @EXAMPLES

@@ -11,6 +11,7 @@ import gdsl.function as fn
 from gdsl.compiler.autodiff import vjp
 from gdsl.compiler.fusion import plan
 from gdsl.compiler.interpret import Structure, evaluate
+from gdsl.compiler.ir import Builder
 from gdsl.compiler.passes import dce, optimize
 from gdsl.compiler.trace import FieldSpec, trace_edge_map, trace_gather_reduce
 from strategies import graph_cases
@@ -167,3 +168,28 @@ def test_edge_map_backward():
         src, dst, num_src, num_dst = [0, 1, 2, 2], [1, 2, 0, 0], 3, 3
         num_edges = 4
     _check_gradients(kernel, traced.params, Case, seed=3)
+
+
+def test_edge_handoffs_of_backward_plans():
+    """GAT's backward hands its per-edge logit gradient from the out-CSR kernel to the in-CSR
+    kernel; u_mul_e's backward has none (its edge gradient is returned, not handed over); a
+    forward plan has one kernel and none."""
+    from gdsl.compiler.fusion import StepPlan, edge_handoffs
+    kernel, _ = _kernel(_msg_gat, _red_attention, CASES["gat_softmax_sum"][2])
+    back = plan(optimize(vjp(kernel.program))[0])
+    handoffs = edge_handoffs(back)
+    assert len(handoffs) == 1 and set(handoffs.values()) == {"dst"}
+    (field,) = handoffs
+    writer = next(k for k in back.kernels if f"edge:{field}" in dict(k.program.outputs))
+    assert field.startswith("$") and writer.rows == "src"
+    # another reader over the writer's own CSR, or an epilogue reading it: no handoff
+    import dataclasses
+    reader = next(k for k in back.kernels if k.rows == "dst")
+    other_reader = dataclasses.replace(reader, rows="src")
+    assert edge_handoffs(StepPlan(back.node_stage, back.kernels + (other_reader,), back.epilogue)) == {}
+    b = Builder()
+    x = b.add("load_edge", (), {"field": field}, torch.float64, (1,), "edge")
+    assert edge_handoffs(StepPlan(back.node_stage, back.kernels, b.build([("edge:x", x)]))) == {}
+    kernel, _ = _kernel(fn.u_mul_e("h", "w", "m"), fn.sum("m", "o"), {"src": {"h": (D,)}, "edge": {"w": (1,)}})
+    assert edge_handoffs(plan(optimize(vjp(kernel.program))[0])) == {}
+    assert edge_handoffs(plan(kernel.program)) == {}

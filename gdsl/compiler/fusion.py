@@ -251,3 +251,35 @@ def plan(program: Program) -> StepPlan:
     epi_outputs = [(name, epi_index[i]) for name, i in program.outputs if stage[i] == "post"]
     epilogue = dce(epi.build(epi_outputs)) if epi_outputs else None
     return StepPlan(node_stage, kernels, epilogue)
+
+
+# The int32 edge input of a kernel that writes handed-off values: for each entry of its own CSR,
+# the position of that entry's edge in the readers' CSR.
+ENTRY_POS = "@entry_pos"
+
+
+def edge_handoffs(step: StepPlan) -> dict[str, str]:
+    """Per-edge values that one kernel of ``step`` writes and only later gather-reduce kernels
+    over the *other* compressed adjacency read: ``{field: the readers' rows}``.
+
+    Such a value (e.g. a backward's per-edge logit gradient, written by a walk of the out-CSR and
+    summed per destination over the in-CSR) can be stored in its readers' entry order: the writer
+    scatters it to the position its edge has there (a write at random either way) and the readers
+    load it in sequence instead of at random edge ids. Only internal values (``$<k>``) qualify:
+    what a step returns or its epilogue reads stays in edge-id order."""
+    epilogue_reads = set()
+    if step.epilogue is not None:
+        epilogue_reads = {ins.attr("field") for ins in step.epilogue.instrs if ins.op == "load_edge"}
+    handoffs: dict[str, str] = {}
+    for i, kernel in enumerate(step.kernels):
+        for name, _ in kernel.program.outputs:
+            space, _, field = name.partition(":")
+            if space != "edge" or not field.startswith("$") or field in epilogue_reads:
+                continue
+            readers = [k for k in step.kernels[i + 1:] if any(inp.space == "edge" and inp.name == field
+                                                              for inp in k.inputs)]
+            rows = {k.rows for k in readers}
+            if (readers and len(rows) == 1 and kernel.rows not in rows
+                    and all(k.pattern == "gather_reduce" for k in readers)):
+                handoffs[field] = rows.pop()
+    return handoffs

@@ -22,6 +22,11 @@ a loop over the chunk computes the logits into stack scratch, the running sums a
 a loop takes the chunk's exps (vector code), and a second loop over the chunk does the rest of the
 edge's work with those weights (:meth:`_Generator.chunkable_softmax`).
 
+Edge fields given in the CSR's entry order (``by_position``: narrow tensors reused unchanged,
+:mod:`gdsl.kernels.edge_order`, and values handed over by an earlier kernel) are read at ``j``
+instead of ``e``; edge outputs in ``to_position`` are written at ``eo = entry_pos[j]``, their
+edge's position in the CSR a later kernel walks (:func:`gdsl.compiler.fusion.edge_handoffs`).
+
 An edge map may instead walk the edges in id order (``NumbaSchedule.edge_order``): the per-edge
 feature rows are then read and written in sequence, and the endpoints' rows at random::
 
@@ -63,7 +68,7 @@ import torch
 
 from ...errors import CompileError
 from ...kernels.schedules import NumbaSchedule
-from ..fusion import KernelPlan
+from ..fusion import ENTRY_POS, KernelPlan
 from ..ir import Program
 from ..ops import OPS, promote
 from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
@@ -106,6 +111,8 @@ class NumbaSource:
     partial_entry: str | None = None        # hub-capable modules: the chunk kernel
     partial_arg_names: list[str] | None = None
     by_edge: bool = False
+    by_position: frozenset[str] = frozenset()  # edge fields read at the entry's position j
+    to_position: frozenset[str] = frozenset()  # edge outputs written at the other CSR's position
 
     def output(self, name: str) -> OutputSpec:
         for spec in self.outputs:
@@ -369,9 +376,15 @@ _SCRATCH_OPS = ("cat", "pad")  # besides feature reductions and matmul/outer: co
 
 
 class _Generator:
-    def __init__(self, kernel: KernelPlan, schedule: NumbaSchedule, partial: bool = False):
+    def __init__(self, kernel: KernelPlan, schedule: NumbaSchedule, partial: bool = False,
+                 by_position: frozenset[str] = frozenset(), to_position: frozenset[str] = frozenset()):
         self.kernel = kernel
         self.schedule = schedule
+        # edge fields passed in the CSR's entry order (gdsl.kernels.edge_order): read at ``j``
+        self.by_position = by_position
+        # edge outputs written at their edge's entry in the other CSR (``eo = entry_pos[j]``), for
+        # a later kernel walking that CSR to read them in sequence
+        self.to_position = to_position
         # The partial kernel of a hub-capable module walks chunks ("tasks") of hub rows and
         # writes each chunk's result to row t of partial outputs (combined by gdsl.kernels.hub).
         self.partial = partial
@@ -391,14 +404,14 @@ class _Generator:
                                 "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
                                 "task_end", "num_tasks", "row_ids", "other_ids", "edge_splits", "vp",
                                 "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32",
-                                "nonneg", "stack_empty", "jc", "nc", "jk",
+                                "nonneg", "stack_empty", "jc", "nc", "jk", "eo", "eop",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
         self.alloc_lines: list[str] = []    # per-part scratch arrays
         self.uses_stack = False
         self.memo_row: dict[tuple, tuple[str, int]] = {}
         self.memo_edge: dict[tuple, tuple[str, int]] = {}
-        self.uses_u = self.uses_e = self.uses_first = False
+        self.uses_u = self.uses_e = self.uses_first = self.uses_eo = False
         self.random_rows: dict[str, tuple[str, torch.dtype, int, bool]] = {}  # arg -> (row, ...)
         for ins in self.prog.instrs:
             _np_type(ins.dtype, ins.where)
@@ -420,6 +433,12 @@ class _Generator:
     # -- arguments -----------------------------------------------------------------------------
     def plan_arguments(self) -> None:
         self.inputs, self.input_of = plan_inputs(self.kernel, self.fresh)
+        written = {name.partition(":")[2] for name, _ in self.prog.outputs if name.startswith("edge:")}
+        self.to_position = frozenset() if self.by_edge else frozenset(self.to_position) & written
+        if self.to_position:  # each entry's position in the other CSR, int32, in this CSR's order
+            spec = InputSpec(ENTRY_POS, "edge", torch.int32, (), self.fresh("entry_pos"))
+            self.inputs.append(spec)
+            self.entry_pos = spec.arg_name
 
         self.outputs: list[OutputSpec] = []
         self.sinks: list[tuple[OutputSpec, OutputSpec | None, int]] = []  # (out, arg, value)
@@ -603,6 +622,8 @@ class _Generator:
                 spec = self.input_of[("param", ins.attr("index"))]
             else:
                 spec = self.input_of[(space, ins.attr("field"))]
+            if space == "edge" and spec.name in self.by_position and not self.by_edge:
+                return f"{spec.arg_name}[j, {flat.text}]", max(_EDGE, flat.level)
             row, level = self.row_of(space)
             if row is None:
                 return f"{spec.arg_name}[{flat.text}]", max(level, flat.level)
@@ -965,11 +986,16 @@ class _Generator:
             text, level = self.value(value, index, nest, out.dtype)
             level = max(_EDGE, level, flat.level)
             if out.space == "edge":
-                self.uses_e = True
-                if self.random_row("e"):
-                    self.random_rows[out.arg_name] = ("e", out.dtype, out.size, True)
+                row = "e"
+                if out.name.partition(":")[2] in self.to_position:
+                    row = "eo"
+                    self.uses_eo = True
+                else:
+                    self.uses_e = True
+                if row == "eo" or self.random_row("e"):
+                    self.random_rows[out.arg_name] = (row, out.dtype, out.size, True)
                 comments.append(f"# {out.name} = %{value}")
-                self.place(level, f"{out.arg_name}[e, {flat.text}] = {text}", nest)
+                self.place(level, f"{out.arg_name}[{row}, {flat.text}] = {text}", nest)
                 continue
             comments.append(f"# {out.name} = mailbox_{out.reducer} %{value}")
             cell = self.cell(out, flat.text)
@@ -1323,7 +1349,8 @@ class _Generator:
                 body += self.chunk_loops(ind1, logit_nests, nests)
             else:
                 body.append(f"{ind1}for j in range(start, end):")
-                body += self.edge_lines(ind2, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=True)
+                body += self.edge_lines(ind2, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=True,
+                                        uses_eo=self.uses_eo)
             for out in self.outputs:  # the row's accumulators to its output row (a mean divided)
                 if out.name not in self.acc:
                     continue
@@ -1366,13 +1393,15 @@ class _Generator:
         return _Function(entry, arg_names, function, imports)
 
     def edge_lines(self, indent: str, uses_u: bool, uses_e: bool, uses_first: bool, nests: list[_Nest],
-                   prefetch: bool) -> list[str]:
+                   prefetch: bool, uses_eo: bool = False) -> list[str]:
         """The body of a loop over a row's entries ``j``."""
         lines = self.prefetch_lines(indent) if prefetch else []
         if uses_u:
             lines.append(f"{indent}{self.nbr} = nonneg(indices[j])")
         if uses_e:
             lines.append(f"{indent}e = nonneg(eids[j])")
+        if uses_eo:
+            lines.append(f"{indent}eo = nonneg({self.entry_pos}[j, 0])")
         if uses_first:
             lines.append(f"{indent}first = j == start")
         for nest in nests:
@@ -1390,8 +1419,16 @@ class _Generator:
         lines += [inner + line for line in self.between]
         if any(any(part) for nest in nests for part in nest.pre + nest.post):
             lines += [f"{inner}for jk in range(nc):", f"{body}j = jc + jk"]
-            lines += self.edge_lines(body, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=False)
+            lines += self.edge_lines(body, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=False,
+                                     uses_eo=self.uses_eo)
         return lines
+
+    def positional_fields(self) -> frozenset[str]:
+        """The edge fields this source reads at the entry's position (none when walking edges)."""
+        if self.by_edge:
+            return frozenset()
+        return frozenset(spec.name for spec in self.inputs
+                         if spec.space == "edge" and spec.name in self.by_position)
 
     def header(self, hub: bool) -> list[str]:
         prog = self.prog
@@ -1409,7 +1446,11 @@ class _Generator:
                       "in chunks by the _partial kernel)" if hub else "")
                    + (", edge_order=1 (the edges are walked in id order, not by rows)" if self.by_edge else "")
                    + (f", softmax_chunk={self.chunk} (softmax reductions walk a row's edges that many at a "
-                      "time)" if self.chunk else "")]
+                      "time)" if self.chunk else "")
+                   + (", edge fields in the CSR's entry order (read at j): "
+                      + ", ".join(sorted(self.positional_fields())) if self.positional_fields() else "")
+                   + (", edge outputs written in the other CSR's entry order (at eo = entry_pos[j]): "
+                      + ", ".join(sorted(self.to_position)) if self.to_position else "")]
         header += ["#"] + argument_lines(self.inputs, self.outputs, _np_type)
         return header
 
@@ -1428,6 +1469,8 @@ class _Generator:
             lines.append(f"{inner}vp = nonneg(row_ids[jp])")
         if "e" in rows:
             lines.append(f"{inner}ep = nonneg(eids[jp])")
+        if "eo" in rows:
+            lines.append(f"{inner}eop = nonneg({self.entry_pos}[jp, 0])")
         for arg, (row, dtype, size, write) in self.random_rows.items():
             itemsize = torch.empty((), dtype=dtype).element_size()
             step = max(1, 64 // itemsize)
@@ -1455,22 +1498,33 @@ class _Function:
     imports: list[str]
 
 
-def generate_numba(kernel: KernelPlan, schedule: NumbaSchedule | None = None) -> NumbaSource:
+def generate_numba(kernel: KernelPlan, schedule: NumbaSchedule | None = None,
+                   by_position: frozenset[str] = frozenset(), to_position: frozenset[str] = frozenset()
+                   ) -> NumbaSource:
     """Generate the numba module for one fused kernel (see the module docstring for its shape).
 
     ``schedule`` supplies the knobs that change the source (prefetching, the hub variant); the
     default is ``NumbaSchedule()``. A hub-capable module (``schedule.hub_threshold`` set) holds
     two functions: the main kernel, which takes ``hub_threshold`` after ``num_edges`` and skips
     rows with more entries, and ``<entry>_partial``, which walks tasks (chunks of hub rows) and
-    writes one partial result per task (gdsl.kernels.hub combines them)."""
+    writes one partial result per task (gdsl.kernels.hub combines them).
+
+    ``by_position`` names edge fields whose arrays the caller passes in the CSR's entry order
+    (:mod:`gdsl.kernels.edge_order`): the kernel reads them at the entry ``j``, in sequence, instead
+    of at the edge id. A kernel walking the edges in id order reads every edge field at ``e`` and
+    ignores it; ``NumbaSource.by_position`` says which fields the source reads by position.
+    ``to_position`` names edge outputs to write at their edge's entry in the *other* CSR (the one a
+    later kernel of the step walks): the kernel then takes an int32 input ``edge:@entry_pos``, in
+    its own CSR's entry order (``NumbaSource.to_position``: those honoured)."""
     if kernel.pattern not in ("gather_reduce", "edge_map"):
         raise CompileError(f"the numba backend cannot generate a {kernel.pattern!r} kernel")
     schedule = schedule if schedule is not None else NumbaSchedule()
-    main_gen = _Generator(kernel, schedule)
+    main_gen = _Generator(kernel, schedule, by_position=frozenset(by_position), to_position=frozenset(to_position))
     main = main_gen.generate()
     functions = [main]
     if schedule.hub:  # (never with edge_order=1: NumbaSchedule rejects the pair)
-        functions.append(_Generator(kernel, schedule, partial=True).generate())
+        functions.append(_Generator(kernel, schedule, partial=True, by_position=main_gen.by_position,
+                                    to_position=main_gen.to_position).generate())
     imports: list[str] = []
     for fn_ in functions:
         imports += [line for line in fn_.imports if line not in imports]
@@ -1480,4 +1534,5 @@ def generate_numba(kernel: KernelPlan, schedule: NumbaSchedule | None = None) ->
     return NumbaSource("\n".join(lines) + "\n", main.entry, main.arg_names, main_gen.inputs,
                        main_gen.outputs, kernel.pattern, kernel.program.fingerprint(),
                        functions[1].entry if schedule.hub else None,
-                       functions[1].arg_names if schedule.hub else None, main_gen.by_edge)
+                       functions[1].arg_names if schedule.hub else None, main_gen.by_edge,
+                       main_gen.positional_fields(), main_gen.to_position)
