@@ -247,6 +247,10 @@ def numba_candidates(kernel: KernelPlan, sig: GraphSignature, threads: int | Non
     if any(ins.op in ("mailbox_softmax_sum", "mailbox_logsumexp") for ins in kernel.program.instrs):
         for chunk in (0, 8, 64):  # softmax reductions: edge by edge, shorter and longer chunks
             out.append(dataclasses.replace(chosen, softmax_chunk=chunk))
+    reducers = {ins.op for name, i in kernel.program.outputs if not name.startswith("edge:")
+                for ins in (kernel.program.instrs[i],)}
+    if reducers and reducers <= {"mailbox_sum", "mailbox_mean"}:
+        out.append(dataclasses.replace(chosen, accumulators=1))  # sums: one chain of adds per row
     # hub rows: split at a part's fair share, when some row exceeds it (any size: small graphs too)
     share = fair_share(sig, kernel.rows, threads * default.parts_per_thread)
     top = sig.max_degree(kernel.rows)

@@ -424,6 +424,36 @@ def test_softmax_chunks_propagate_nan_logits():
         run_and_check_schedule(comp, case, feats, schedule)
 
 
+# several accumulator sets per row (NumbaSchedule.accumulators), with hub rows too
+_SPLIT_SCHEDULES = [NumbaSchedule(accumulators=1), NumbaSchedule(accumulators=3),
+                    NumbaSchedule(accumulators=2, hub_threshold=4, hub_chunk=3)]
+_SPLIT_MEMOS = [KernelMemo(lambda kernel, s=s: NumbaKernel(generate_numba(kernel, s))) for s in _SPLIT_SCHEDULES]
+
+
+@EXAMPLES
+@given(**CASES)
+def test_sums_in_several_accumulator_sets(case, seed, kind):
+    """Entries alternating between 1, 3 or 2 sets of a row's sums (odd and even degrees, rows of
+    one entry, empty rows, hub rows in chunks) agree with the interpreter, means included; a
+    kernel with a max keeps one set."""
+    schema = float_schema(torch.float64, src={"h": (2, 3)}, dst={"x": (2, 3)}, edge={"w": (2, 1)})
+    feats = make_features(case, schema, seed, kind)
+
+    def message(e):
+        return {"m": e.src["h"] * e.data["w"] + e.dst["x"]}
+
+    for schedule, memo in zip(_SPLIT_SCHEDULES, _SPLIT_MEMOS):
+        comp = memo.gather("split", message, lambda n: {"s": n.mailbox["m"].sum(1), "a": n.mailbox["m"].mean(1)},
+                           schema)
+        split = schedule.accumulators
+        assert (f"for ka in range({split}):" in comp.kernel.source.source) == (split > 1)
+        run_and_check_schedule(comp, case, feats, schedule)
+        with_max = memo.gather("split-max", message, lambda n: {"s": n.mailbox["m"].sum(1),
+                                                                "x": n.mailbox["m"].max(1).values}, schema)
+        assert "for ka in range(" not in with_max.kernel.source.source
+        run_and_check_schedule(with_max, case, feats, schedule)
+
+
 # edge fields passed in the CSR's entry order (gdsl.kernels.edge_order), read at the entry j
 _POSITIONAL_SCHEDULES = [NumbaSchedule(), NumbaSchedule(softmax_chunk=0),
                          NumbaSchedule(softmax_chunk=2, hub_threshold=4, hub_chunk=3)]
@@ -697,10 +727,16 @@ def test_generated_source_is_readable():
     weight = re.search(r"\n( +)x\d+ = edge_w\[e, 0\]  # %\d+ = load_edge\['w'\]", text)
     loop = re.search(r"\n( +)for f in range\(16\):\n", text[weight.end():])
     assert weight and loop and weight.group(1) == loop.group(1)
-    # the row's sum accumulates on the stack and goes to the output row after its edges
-    assert "        acc_out_h = numba.carray(stack_empty(16, np.float32), 16)\n" in text
-    assert re.search(r"\n +acc_out_h\[f\] \+= x\d+\n", text)
-    assert "\n            for f in range(16):\n                out_h[v, f] = acc_out_h[f]\n" in text
+    # the row's sum accumulates on the stack, in two sets that entries alternate between, and goes
+    # to the output row after its edges
+    assert "        acc_out_h = numba.carray(stack_empty(32, np.float32), 32)\n" in text
+    assert "for jj in range(start, end - 1, 2):" in text and "for ka in range(2):" in text
+    assert re.search(r"\n +acc_out_h\[ka \* 16 \+ f\] \+= x\d+\n", text)
+    assert "\n            for f in range(16):\n                out_h[v, f] = (acc_out_h[f] + acc_out_h[16 + f])\n" in text
+    one = generate_numba(comp.step.kernel, NumbaSchedule(accumulators=1)).source
+    assert "        acc_out_h = numba.carray(stack_empty(16, np.float32), 16)\n" in one
+    assert re.search(r"\n +acc_out_h\[f\] \+= x\d+\n", one)
+    assert "\n            for f in range(16):\n                out_h[v, f] = acc_out_h[f]\n" in one
     assert "u = nonneg(indices[j])" in text and "start = nonneg(indptr[v])" in text
     assert "opaque" not in text
     assert re.search(r"x\d+ = src_h\[u, f\]  # %\d+ = load_src\['h'\]", text)
@@ -748,7 +784,8 @@ def test_opaque_loop_bounds_only_for_in_place_16_to_48_wide_loops():
             text = codegen.generate_numba(plan(optimize(traced.program)[0]).kernel).source
             assert (f"nf{width} = opaque({width})" in text) == opaque
             assert (f"range(nf{width})" in text) == opaque and (f"range({width})" in text) != opaque
-            assert (f"acc_out_o = numba.carray(stack_empty({width}, np.float32), {width})" in text) == stack
+            sets = 2 * width  # two accumulator sets (NumbaSchedule.accumulators)
+            assert (f"acc_out_o = numba.carray(stack_empty({sets}, np.float32), {sets})" in text) == stack
 
 
 def test_edge_order_walk_source():

@@ -100,8 +100,12 @@ def test_dead_tensors_and_capacity():
     assert len(copies._entries) == 3  # the least recently used dropped
     del keep, w
     gc.collect()
-    copies.lookup(torch.rand(4, 1))
-    assert len(copies._entries) == 1  # dead ones dropped
+    assert len(copies._entries) == 0  # dropped with their tensors
+    one = torch.rand(4, 1)
+    copies.lookup(one)
+    assert copies.lookup(one) is not None and len(copies) == 1
+    del one
+    assert len(copies._entries) == 0 and len(copies) == 0  # the copy freed at once
 
 
 def test_only_narrow_float_rows_are_eligible():

@@ -88,12 +88,22 @@ class EntryOrderCopies:
             # changed (in place, or behind the version counter): start over
             entry.version, entry.copy, entry.original = version, None, None
             return None
-        self._entries[key] = _Entry(weakref.ref(root), version, layout)
+        self._entries[key] = _Entry(weakref.ref(root, self._forget(key)), version, layout)
         self._entries.move_to_end(key)
         self._drop_dead()
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
         return None
+
+    def _forget(self, key: int):
+        """A weakref callback dropping the entry (and its copies) when its tensor is freed."""
+        entries = weakref.ref(self._entries)
+
+        def forget(ref) -> None:
+            live = entries()
+            if live is not None and key in live and live[key].ref is ref:
+                del live[key]
+        return forget
 
     def _drop_dead(self) -> None:
         for key in [k for k, entry in self._entries.items() if entry.ref() is None]:

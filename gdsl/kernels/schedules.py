@@ -55,6 +55,10 @@ class NumbaSchedule:
     - ``softmax_chunk``: softmax reductions walk a row's edges this many at a time (logits of the
       chunk, one rescale, the chunk's exps as vector code, then the weighted values); 0 updates
       the running max and sums edge by edge (two scalar exps per edge). Changes the source.
+    - ``accumulators``: kernels whose row reductions are all sums (or means) keep this many sets
+      of a row's sums, entries alternating between them and added at the row's end, so that
+      consecutive entries' adds do not form one dependent chain (1: one set, entries summed in
+      order). Changes the source and the order of the additions.
     """
 
     parts_per_thread: int = 8
@@ -64,6 +68,7 @@ class NumbaSchedule:
     hub_chunk: int = 4096
     edge_order: int = 0
     softmax_chunk: int = 32
+    accumulators: int = 2
 
     backend = "numba"
 
@@ -75,6 +80,8 @@ class NumbaSchedule:
         _check_hub("NumbaSchedule", self.hub_threshold, self.hub_chunk)
         if self.softmax_chunk < 0:
             raise ValueError(f"NumbaSchedule.softmax_chunk must be >= 0, got {self.softmax_chunk}")
+        if not 1 <= self.accumulators <= 8:
+            raise ValueError(f"NumbaSchedule.accumulators must be in 1..8, got {self.accumulators}")
         if self.edge_order not in (0, 1):
             raise ValueError(f"NumbaSchedule.edge_order must be 0 or 1, got {self.edge_order}")
         if self.edge_order and self.hub_threshold is not None:
@@ -87,7 +94,7 @@ class NumbaSchedule:
     def codegen_key(self) -> tuple:
         """What of this schedule the generated source depends on."""
         return (self.prefetch_distance, self.prefetch_lines if self.prefetch_distance else 0, self.hub,
-                self.edge_order, self.softmax_chunk)
+                self.edge_order, self.softmax_chunk, self.accumulators)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -404,7 +404,7 @@ class _Generator:
                                 "row_splits", "p", "t", "hub_threshold", "task_row", "task_start",
                                 "task_end", "num_tasks", "row_ids", "other_ids", "edge_splits", "vp",
                                 "jp", "up", "dp", "ep", "prefetch", "prefetch_write", "opaque", "exp32",
-                                "nonneg", "stack_empty", "jc", "nc", "jk", "eo", "eop",
+                                "nonneg", "stack_empty", "jc", "nc", "jk", "eo", "eop", "jj", "ka",
                                 "f", "r", "b", "m", "k", "l"} | {f"i{k}" for k in range(32)} | {f"q{k}" for k in range(32)}
         self.row_lines: list[str] = []      # per-row values (before the edge loop)
         self.alloc_lines: list[str] = []    # per-part scratch arrays
@@ -568,18 +568,30 @@ class _Generator:
         accumulating loops from vectorising cleanly. (max / min, with their winning edge ids,
         measured slower that way and accumulate in place.)"""
         self.acc: dict[str, str] = {}
+        self.split = 1
         if self.by_edge:
             return
-        for out in self.outputs:
-            if (out.space == self.rows and out.size <= _STACK_MAX
-                    and out.reducer in ("sum", "mean", "softmax_sum") and not out.name.endswith("@lse")):
-                name = self.fresh(f"acc_{out.arg_name}")
-                self.alloc(name, out.size, out.dtype)
-                self.acc[out.name] = name
+        row_outputs = [out for out in self.outputs if out.space == self.rows]
+        for out in row_outputs:
+            if (out.size <= _STACK_MAX and out.reducer in ("sum", "mean", "softmax_sum")
+                    and not out.name.endswith("@lse")):
+                self.acc[out.name] = self.fresh(f"acc_{out.arg_name}")
+        # Several accumulator sets when every row reduction is a plain sum on the stack: entries
+        # alternate between the sets, so an entry's adds do not wait for the previous entry's
+        # (one chain of dependent vector adds per row bounded copy_u+sum at D=16).
+        if (row_outputs and all(out.name in self.acc and out.reducer in ("sum", "mean") for out in row_outputs)
+                and not self.softmax_sinks
+                and sum(out.size for out in row_outputs) * self.schedule.accumulators <= _STACK_MAX):
+            self.split = self.schedule.accumulators
+        for out in row_outputs:
+            if out.name in self.acc:
+                self.alloc(self.acc[out.name], out.size * self.split, out.dtype)
 
     def cell(self, out: OutputSpec, flat: str) -> str:
         """Where a row reduction accumulates element ``flat`` of the current row."""
         acc = self.acc.get(out.name)
+        if acc is not None and self.split > 1:  # this entry's set: ka (a constant once unrolled)
+            return f"{acc}[ka * {out.size} + {_paren(flat)}]"
         return f"{acc}[{flat}]" if acc is not None else f"{out.arg_name}[{self.orow}, {flat}]"
 
     def memo_for(self, level: int, nest: _Nest) -> dict:
@@ -1344,9 +1356,15 @@ class _Generator:
                 if out.space == "edge":
                     continue
                 init = "-1" if out.name.endswith("@arg") else _literal(0, out.dtype)
+                if self.split > 1:
+                    body += [f"{ind1}for f in range({out.size * self.split}):",
+                             f"{ind1}    {self.acc[out.name]}[f] = {init}"]
+                    continue
                 body += self.row_loop(out, f"{self.cell(out, '{f}')} = {init}", ind1)
             if self.chunk:
                 body += self.chunk_loops(ind1, logit_nests, nests)
+            elif self.split > 1:
+                body += self.split_loops(ind1, nests)
             else:
                 body.append(f"{ind1}for j in range(start, end):")
                 body += self.edge_lines(ind2, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=True,
@@ -1354,7 +1372,7 @@ class _Generator:
             for out in self.outputs:  # the row's accumulators to its output row (a mean divided)
                 if out.name not in self.acc:
                     continue
-                value = f"{self.acc[out.name]}[{{f}}]"
+                value = self.split_total(self.acc[out.name], out.size)
                 if out.reducer == "mean" and not self.partial:  # partial kernels write sums
                     body.append(f"{ind1}deg = {_np_type(out.dtype)}(max(end - start, 1))")
                     value += " / deg"
@@ -1408,6 +1426,28 @@ class _Generator:
             lines += nest.render(indent)
         return lines
 
+    def split_loops(self, indent: str, nests: list[_Nest]) -> list[str]:
+        """A row's entries ``split`` at a time, entry ``jj + ka`` adding into set ``ka`` (the loop
+        over ``ka`` has a constant trip count: LLVM unrolls it and keeps each set in registers),
+        then the last ``(end - start) % split`` entries into set 0."""
+        inner, body = indent + "    ", indent + "        "
+        split = self.split
+        lines = [f"{indent}for jj in range(start, end - {split - 1}, {split}):",
+                 f"{inner}for ka in range({split}):", f"{body}j = jj + ka"]
+        lines += self.edge_lines(body, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=True,
+                                 uses_eo=self.uses_eo)
+        lines += [f"{indent}ka = 0", f"{indent}for j in range(end - (end - start) % {split}, end):"]
+        lines += self.edge_lines(inner, self.uses_u, self.uses_e, self.uses_first, nests, prefetch=True,
+                                 uses_eo=self.uses_eo)
+        return lines
+
+    def split_total(self, acc: str, size: int) -> str:
+        """Element ``{f}`` of a row's sum over its accumulator sets, added pairwise."""
+        terms = [f"{acc}[{k * size} + {{f}}]" if k else f"{acc}[{{f}}]" for k in range(self.split)]
+        while len(terms) > 1:
+            terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])] + ([terms[-1]] if len(terms) % 2 else [])
+        return terms[0]
+
     def chunk_loops(self, indent: str, logit_nests: list[_Nest], nests: list[_Nest]) -> list[str]:
         """A row's entries in chunks: logits, rescale and exps, then the weighted values."""
         inner, body = indent + "    ", indent + "        "
@@ -1447,6 +1487,8 @@ class _Generator:
                    + (", edge_order=1 (the edges are walked in id order, not by rows)" if self.by_edge else "")
                    + (f", softmax_chunk={self.chunk} (softmax reductions walk a row's edges that many at a "
                       "time)" if self.chunk else "")
+                   + (f", accumulators={self.split} (a row's entries alternate between that many sets of sums)"
+                      if self.split > 1 else "")
                    + (", edge fields in the CSR's entry order (read at j): "
                       + ", ".join(sorted(self.positional_fields())) if self.positional_fields() else "")
                    + (", edge outputs written in the other CSR's entry order (at eo = entry_pos[j]): "
