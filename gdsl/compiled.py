@@ -116,9 +116,10 @@ def _entry_ordered(kernel: KernelPlan, rel: Relation, inputs: Mapping[str, torch
     if not fields:
         return inputs, frozenset()
     fmt = "csc" if kernel.rows == "dst" else "csr"
+    if fmt not in rel.allowed:  # the CSR is rebuilt per use: nothing to keep copies with
+        return inputs, frozenset()
     csr = rel.in_csr if kernel.rows == "dst" else rel.out_csr
     copies = rel._cached(f"{fmt}_entry_order", lambda: EntryOrderCopies(csr.eids), fmt)
-    copies.eids = csr.eids  # a format not kept is rebuilt per use, in the same order
     swapped = dict(inputs)
     done = set()
     for name in fields:
@@ -336,8 +337,8 @@ class CompiledStep:
         if len(self.plan.kernels) > 1:
             raise CompileError("internal: a forward step planned into several kernels")
         self.kernel = self.plan.kernels[0] if self.plan.kernels else None
-        self._backward: dict[frozenset[str] | None, tuple[StepPlan, Any]] = {}
-        self._handoffs: dict[int, tuple[StepPlan, dict[str, str]]] = {}  # id(plan) -> (plan, handoffs)
+        # needed gradients -> (plan, pass history, edge handoffs between its kernels)
+        self._backward: dict[frozenset[str] | None, tuple[StepPlan, Any, dict[str, str]]] = {}
         # The features the step reads, with the type it was traced for.
         self.reads = {(ins.space, ins.attr("field")): FieldSpec(ins.dtype, ins.shape)
                       for ins in traced.program.instrs if ins.op in ("load_src", "load_dst", "load_edge")}
@@ -359,19 +360,17 @@ class CompiledStep:
             if needed is not None:
                 program = dce(Program(program.instrs, tuple(o for o in program.outputs if o[0] in needed)))
             program, history = optimize(program)
-            self._backward[needed] = (plan(program), history)
+            bplan = plan(program)
+            self._backward[needed] = (bplan, history, edge_handoffs(bplan))
         return self._backward[needed][0]
 
-    def backward_handoffs(self, bplan: StepPlan, rel: Relation) -> dict[str, str]:
+    def backward_handoffs(self, needed: frozenset[str] | None, rel: Relation) -> dict[str, str]:
         """The edge values the backward's kernels hand over in entry order (numba, when the graph
         keeps both compressed formats: the positions come from them)."""
-        if (self.backend != "numba" or len(bplan.kernels) < 2 or not {"csr", "csc"} <= rel.allowed
-                or rel.num_edges >= 2**31):
+        self.backward_plan(needed)
+        if self.backend != "numba" or not {"csr", "csc"} <= rel.allowed or rel.num_edges >= 2**31:
             return {}
-        key = id(bplan)
-        if key not in self._handoffs:
-            self._handoffs[key] = (bplan, edge_handoffs(bplan))
-        return self._handoffs[key][1]
+        return self._backward[needed][2]
 
     def backward_history(self) -> list:
         """``(pass name, program)`` after each pass of the backward program (for inspection)."""
@@ -505,7 +504,7 @@ class _KernelFunction(torch.autograd.Function):
                                lambda kernel, inputs, ordered, writes: launch_kernel_ordered(
                                    kernel, step.backend, ctx.rel, inputs, params, ctx.autotune, "backward",
                                    ordered, writes),
-                               handoffs=step.backward_handoffs(bplan, ctx.rel))
+                               handoffs=step.backward_handoffs(needed, ctx.rel))
         result: list[torch.Tensor | None] = [None] * 6
         for key, t in zip(ctx.names, tensors):
             space, name = key.split(":", 1)

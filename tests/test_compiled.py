@@ -288,7 +288,7 @@ def test_backward_computes_only_the_gradients_autograd_asks_for():
         outputs[w_grad] = grads
     step = next(s for steps, _ in get_executor("cpu", "numba")._steps.values() for s in steps
                 if any(n == "dst:o_pruning" for n, _ in s.program.outputs))
-    plans = {needed: p for needed, (p, _) in step._backward.items()}
+    plans = {needed: p for needed, (p, *_) in step._backward.items()}
     only_h = plans[frozenset({"src:grad:h"})]
     both = plans[frozenset({"src:grad:h", "edge:grad:w"})]
     written = lambda p: {o[0] for k in p.kernels for o in k.program.outputs}  # noqa: E731

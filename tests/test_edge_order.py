@@ -133,28 +133,37 @@ def _reference(src, dst, h, w, num_nodes):
     return torch.zeros(num_nodes, h.shape[1], dtype=h.dtype).index_add_(0, dst, h[src] * w)
 
 
-def _positional_kernels() -> int:
-    return sum(1 for kernel in compiled._KERNELS.values() if kernel.by_position)
+@pytest.fixture
+def launches(monkeypatch):
+    """``(plan, by_position, to_position)`` of every compiled kernel launched in the test."""
+    seen = []
+    run = compiled.CompiledKernel.run
+
+    def recorded(self, *args, **kwargs):
+        seen.append((self.plan, self.by_position, self.to_position))
+        return run(self, *args, **kwargs)
+    monkeypatch.setattr(compiled.CompiledKernel, "run", recorded)
+    return seen
 
 
-def test_update_all_reads_a_static_weight_in_entry_order():
+def test_update_all_reads_a_static_weight_in_entry_order(launches):
     g, src, dst = _graph()
     h, w = torch.randn(40, 16), torch.rand(300, 1)
     for _ in range(3):
         torch.testing.assert_close(_u_mul_e_sum(g, h, w), _reference(src, dst, h, w, 40))
-    mine = [k for k in compiled._KERNELS.values() if k.plan.rows == "dst"
-            and "reads src.h[16], edge.w[1]; writes dst:o" in k.plan.describe()]
-    assert {k.by_position for k in mine} == {frozenset(), frozenset({"w"})}  # by id, then in order
-    source = next(k for k in mine if k.by_position).source.source
+    assert [by for _, by, _ in launches] == [frozenset(), {"w"}, {"w"}]  # by id, then in order
+    kernel = next(k for k in compiled._KERNELS.values() if k.plan is launches[1][0] and k.by_position)
+    source = kernel.source.source
     assert "edge_w[j, 0]" in source and "e = nonneg(eids[j])" not in source
-    w.mul_(2)  # in place: the next call must see it
+    w.mul_(2)  # in place: the next call must see it (and reads by id again)
     torch.testing.assert_close(_u_mul_e_sum(g, h, w), _reference(src, dst, h, w, 40))
+    assert launches[-1][1] == frozenset()
     other = torch.rand(300, 1)  # a new tensor: read by edge id until reused
     torch.testing.assert_close(_u_mul_e_sum(g, h, other), _reference(src, dst, h, other, 40))
     torch.testing.assert_close(_u_mul_e_sum(g, h, other), _reference(src, dst, h, other, 40))
 
 
-def test_gradients_with_a_static_weight():
+def test_gradients_with_a_static_weight(launches):
     g, src, dst = _graph(seed=1)
     w = torch.rand(300, 1, dtype=torch.float64, requires_grad=True)
     for step in range(3):
@@ -168,7 +177,9 @@ def test_gradients_with_a_static_weight():
         ref_h, ref_w = torch.autograd.grad((_reference(src, dst, h_ref, w_ref, 40) * weight).sum(), (h_ref, w_ref))
         torch.testing.assert_close(grad_h, ref_h)
         torch.testing.assert_close(grad_w, ref_w)
-    assert _positional_kernels() >= 2  # the forward over the in-CSR, the backward over the out-CSR
+    # the forward over the in-CSR and the backward over the out-CSR both read w in their order
+    assert {(plan.rows, by) for plan, by, _ in launches[-3:] if by} == {("dst", frozenset({"w"})),
+                                                                        ("src", frozenset({"w"}))}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -199,7 +210,7 @@ def _gat_grads(g, backend, seed=0):
 
 
 @pytest.mark.parametrize("formats", [None, ["csc"]])
-def test_gat_backward_hands_its_edge_gradient_over_in_entry_order(formats):
+def test_gat_backward_hands_its_edge_gradient_over_in_entry_order(formats, launches):
     """The out-CSR kernel writes the per-edge logit gradient in in-CSR order and the in-CSR kernel
     sums it in sequence; with only one compressed format kept (positions not cached) it stays in
     edge-id order. Either way the gradients are the reference's."""
@@ -207,17 +218,15 @@ def test_gat_backward_hands_its_edge_gradient_over_in_entry_order(formats):
     if formats is not None:
         g = g.formats(formats)
     expected = _gat_grads(g, "reference")
-    before = {key for key, kernel in compiled._KERNELS.items() if kernel.to_position}
     got = _gat_grads(g, "numba")
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b)
-    writers = [kernel for key, kernel in compiled._KERNELS.items() if kernel.to_position and key not in before]
-    if formats is None:
-        assert any(kernel.to_position for kernel in compiled._KERNELS.values())
-        assert any(kernel.by_position & kernel_.to_position for kernel in compiled._KERNELS.values()
-                   for kernel_ in compiled._KERNELS.values())
+    writes = [to for _, _, to in launches if to]
+    reads = [by for plan, by, _ in launches if by and plan.rows == "dst"]
+    if formats is None:  # written by the out-CSR kernel, read by the in-CSR kernel
+        assert len(writes) == 1 and writes[0] == reads[0]
     else:
-        assert not writers
+        assert not writes and not reads
 
 
 def test_a_reader_sent_to_tuning_gets_its_edge_values_back_in_id_order(monkeypatch):
