@@ -104,6 +104,39 @@ def llc_bytes() -> int:
 _LLC_BYTES: int | None = None
 
 
+# numba: how many sets of partial sums a row's entries alternate between in kernels whose row
+# reductions are all sums or means (NumbaSchedule.accumulators). Two sets break the chain of
+# dependent vector adds, which pays where that chain is what limits a short row: on the Xeon of
+# bench/RESULTS.md session 8 (Sapphire Rapids) copy_u+sum D=16 100k/1M ran 1.36 -> 1.12 ms with two.
+# On an AMD EPYC (Zen 4, session 9) the pair loop's extra control costs more than it saves:
+# copy_u+sum 100k/1M 1.25-1.39 -> 1.07-1.24 ms with one set, 200k/5M 12.2 -> 10.4 ms, u_mul_e+sum
+# 100k/1M 1.80-1.94 -> 1.59-1.74 ms (kernels timed alternately in one process). The autotuner
+# times the other count as a candidate.
+def default_accumulators() -> int:
+    """Two accumulator sets on Intel CPUs, one elsewhere (see above)."""
+    global _VENDOR
+    if _VENDOR is None:
+        _VENDOR = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith("vendor_id"):
+                        _VENDOR = line.split(":", 1)[1].strip()
+                        break
+        except OSError:
+            pass
+    return 2 if _VENDOR == "GenuineIntel" else 1
+
+
+_VENDOR: str | None = None
+
+
+def sums_only(kernel: KernelPlan) -> bool:
+    """Whether every row reduction of ``kernel`` is a sum or a mean (accumulator sets apply)."""
+    reducers = {kernel.program.instrs[i].op for name, i in kernel.program.outputs if not name.startswith("edge:")}
+    return bool(reducers) and reducers <= {"mailbox_sum", "mailbox_mean"}
+
+
 def gathered_table_bytes(kernel: KernelPlan, sig: GraphSignature) -> int:
     """The bytes of the tables a kernel reads at random rows: the other endpoint's features (all
     of its nodes) and edge features by edge id."""
@@ -164,6 +197,8 @@ def numba_heuristic(kernel: KernelPlan, sig: GraphSignature, threads: int | None
             return schedule, (f"an edge map moving {edge} bytes of edge rows and {row} bytes of its own "
                               f"rows per edge: the edges are walked in id order ({threads} threads x "
                               f"{base.parts_per_thread} equal ranges), the edge rows in sequence")
+    if sums_only(kernel):
+        base = dataclasses.replace(base, accumulators=default_accumulators())
     streams, size = random_streams(kernel)
     table = gathered_table_bytes(kernel, sig)
     cached = streams <= 1 and table <= PREFETCH_LLC_SHARE * llc_bytes()
@@ -247,10 +282,8 @@ def numba_candidates(kernel: KernelPlan, sig: GraphSignature, threads: int | Non
     if any(ins.op in ("mailbox_softmax_sum", "mailbox_logsumexp") for ins in kernel.program.instrs):
         for chunk in (0, 8, 64):  # softmax reductions: edge by edge, shorter and longer chunks
             out.append(dataclasses.replace(chosen, softmax_chunk=chunk))
-    reducers = {ins.op for name, i in kernel.program.outputs if not name.startswith("edge:")
-                for ins in (kernel.program.instrs[i],)}
-    if reducers and reducers <= {"mailbox_sum", "mailbox_mean"}:
-        out.append(dataclasses.replace(chosen, accumulators=1))  # sums: one chain of adds per row
+    if sums_only(kernel):  # sums: one chain of adds per row, or two
+        out.append(dataclasses.replace(chosen, accumulators=1 if chosen.accumulators > 1 else 2))
     # hub rows: split at a part's fair share, when some row exceeds it (any size: small graphs too)
     share = fair_share(sig, kernel.rows, threads * default.parts_per_thread)
     top = sig.max_degree(kernel.rows)

@@ -250,7 +250,26 @@ def test_heuristic_splits_hub_rows_and_reports_why():
     config, why = heuristics.triton_heuristic(plan, big)
     assert config.hub and config.rows_per_program == 2 and "mean degree 10.0" in why
     small, why = heuristics.numba_heuristic(plan, scheduling.signature(ins.rel, torch.float32), threads=2)
-    assert small == NumbaSchedule(prefetch_distance=0) and "no hub rows" in why and "no prefetch" in why
+    assert small == NumbaSchedule(prefetch_distance=0, accumulators=heuristics.default_accumulators())
+    assert "no hub rows" in why and "no prefetch" in why
+
+
+@pytest.mark.parametrize("vendor, sets", [("GenuineIntel", 2), ("AuthenticAMD", 1), ("", 1)])
+def test_heuristic_accumulator_sets_follow_the_cpu(monkeypatch, vendor, sets):
+    """Sum kernels get two accumulator sets on Intel CPUs and one elsewhere (measured: see
+    heuristics.default_accumulators); the autotuner times the other count; kernels with other
+    reductions keep the default (the knob does not change their source)."""
+    monkeypatch.setattr(heuristics, "_VENDOR", vendor)
+    g = gdsl.graph(([0, 1, 2], [1, 2, 0]))
+    sig_of = lambda ins: scheduling.signature(ins.rel, torch.float32)  # noqa: E731
+    plain = gdsl.inspect(g, fn.copy_u("h", "m"), fn.sum("m", "o"), h=torch.randn(3, 4))
+    chosen, _ = heuristics.numba_heuristic(plain.kernels[0].plan, sig_of(plain), threads=2)
+    assert chosen.accumulators == sets
+    candidates = heuristics.numba_candidates(plain.kernels[0].plan, sig_of(plain), threads=2)
+    assert {s.accumulators for s in candidates} == {1, 2}
+    top = gdsl.inspect(g, fn.copy_u("h", "m"), fn.max("m", "o"), h=torch.randn(3, 4))
+    chosen, _ = heuristics.numba_heuristic(top.kernels[0].plan, sig_of(top), threads=2)
+    assert chosen.accumulators == NumbaSchedule().accumulators
 
 
 @pytest.mark.parametrize("message, width, distance", [
