@@ -10,7 +10,8 @@ import torch
 import gdsl
 import gdsl.function as fn
 from gdsl import compiled
-from gdsl.kernels.edge_order import CAPACITY, MAX_ROW_BYTES, EntryOrderCopies
+from gdsl.kernels import edge_order
+from gdsl.kernels.edge_order import CAPACITY, MAX_ROW_BYTES, EntryOrderCopies, same_bits
 
 pytest.importorskip("numba")
 
@@ -251,3 +252,23 @@ def test_a_reader_sent_to_tuning_gets_its_edge_values_back_in_id_order(monkeypat
     assert any(t.kernel.rows == "dst" and t.direction == "backward" for t in current.results)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("use_memcmp", [True, False])
+def test_same_bits_compares_bytes(monkeypatch, use_memcmp):
+    """The unchanged-check compares bytes, not values: NaN equals the same NaN, 0.0 differs from
+    -0.0, any single flipped bit is found; views that are not contiguous are compared too."""
+    if not use_memcmp:
+        monkeypatch.setattr(edge_order, "_MEMCMP", None)
+    a = torch.randn(1000, 2)
+    assert same_bits(a, a.clone())
+    for i in (0, 517, 1999):
+        b = a.clone()
+        b.view(-1).view(torch.int32)[i] ^= 1  # one low bit
+        assert not same_bits(a, b)
+    nan = torch.tensor([float("nan"), 0.0])
+    assert same_bits(nan, nan.clone())
+    assert not same_bits(torch.tensor([0.0]), torch.tensor([-0.0]))
+    assert not same_bits(a, a[:999].clone()) and not same_bits(a, a.double())
+    assert same_bits(a.t(), a.clone().t()) and not same_bits(a.t(), (a + 1).t())
+    assert same_bits(torch.empty(0), torch.empty(0))

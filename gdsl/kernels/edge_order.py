@@ -11,10 +11,12 @@ recomputed per step) is never copied, so it costs nothing.
 Whether a tensor is unchanged is checked twice: torch's version counter (bumped by in-place torch
 ops) and, as writes through ``.data`` or a numpy view bypass it (``torch.autograd.gradcheck``
 perturbs its inputs that way), a bitwise comparison with a copy kept in edge-id order: a
-sequential read, ~0.3 ms per million 4-byte rows where the random reads it replaces cost ~1 ms.
+sequential read (the C library's ``memcmp``: 0.24-0.41 ms per million 4-byte rows where
+``torch.equal`` took 0.48-0.50 ms), where the random reads it replaces cost ~1-3 ms.
 """
 from __future__ import annotations
 
+import ctypes
 import weakref
 from collections import OrderedDict
 
@@ -39,6 +41,31 @@ _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 def _bits(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor's bits as integers: equal exactly when unchanged (NaN payloads included)."""
     return tensor.detach().contiguous().view(_BITS[tensor.element_size()])
+
+
+def _load_memcmp():
+    """The C library's ``memcmp``, or None where the process has no C library to ask (Windows)."""
+    try:
+        memcmp = ctypes.CDLL(None).memcmp
+    except (OSError, TypeError, AttributeError):  # pragma: no cover - POSIX systems have it
+        return None
+    memcmp.restype = ctypes.c_int
+    memcmp.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+    return memcmp
+
+
+_MEMCMP = _load_memcmp()
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two CPU tensors hold the same bytes (NaN payloads included): one ``memcmp`` over
+    contiguous memory (single-threaded torch.equal compares elements at about half its speed)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if _MEMCMP is None or not (a.is_contiguous() and b.is_contiguous()):
+        return torch.equal(_bits(a), _bits(b))
+    nbytes = a.numel() * a.element_size()
+    return nbytes == 0 or _MEMCMP(a.data_ptr(), b.data_ptr(), nbytes) == 0
 
 
 class _Entry:
@@ -83,7 +110,7 @@ class EntryOrderCopies:
                     entry.copy = tensor.detach()[self.eids.long()]
                     entry.original = _bits(tensor).clone()
                     return entry.copy
-                if torch.equal(entry.original, _bits(tensor)):
+                if same_bits(entry.original, _bits(tensor)):
                     return entry.copy
             # changed (in place, or behind the version counter): start over
             entry.version, entry.copy, entry.original = version, None, None
