@@ -28,6 +28,7 @@ from .errors import BackendError, CompileError
 from .frame import RowView
 from .function import BuiltinFunction
 from .kernels.dump import dump_kernel
+from .kernels.edge_order import EntryOrderCopies
 from .relation import Relation
 from .scheduling import choose, kernel_key
 
@@ -110,7 +111,6 @@ def _entry_ordered(kernel: KernelPlan, rel: Relation, inputs: Mapping[str, torch
                    skip: frozenset[str] = frozenset()) -> tuple[Mapping[str, torch.Tensor], frozenset[str]]:
     """Swap narrow edge inputs that are reused unchanged for their copies in the kernel's CSR
     entry order (gdsl.kernels.edge_order); returns the inputs and the fields swapped."""
-    from .kernels.edge_order import EntryOrderCopies
     fields = [inp.name for inp in kernel.inputs if inp.space == "edge" and inp.name not in skip
               and EntryOrderCopies.eligible(inputs.get(_input_key(inp)), rel.num_edges)]
     if not fields:
