@@ -13,8 +13,10 @@ setup: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py
 
+# Test modules run in parallel worker processes (pytest-xdist), each module in one worker so that
+# the kernels a module compiles are compiled once.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n auto --maxprocesses 4 --dist loadfile
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
