@@ -142,3 +142,31 @@ def test_kernel_outputs_kept_by_the_user_are_never_overwritten():
             torch.testing.assert_close(got, expected2, rtol=1e-5, atol=1e-4)
             del got
     torch.testing.assert_close(kept, expected1, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("layout", ["broadcast", "slice", "transpose"])
+def test_non_contiguous_inputs_are_staged_in_pooled_buffers(layout):
+    """A non-contiguous feature (the broadcast gradient of ``out.sum()``, a column slice, a
+    transpose) is copied into a pooled buffer, with its values, not into a fresh allocation."""
+    n, e = 5000, 40000
+    gen = torch.Generator().manual_seed(1)
+    src, dst = torch.randint(0, n, (e,), generator=gen), torch.randint(0, n, (e,), generator=gen)
+    g = gdsl.graph((src, dst), num_nodes=n)
+    if layout == "broadcast":
+        h = torch.full((1, WIDTH), 0.5).expand(n, WIDTH)
+    elif layout == "slice":
+        h = torch.randn(n, 2 * WIDTH, generator=gen)[:, 1::2]
+    else:
+        h = torch.randn(WIDTH, n, generator=gen).t()
+    assert not h.is_contiguous()
+    expected = torch.zeros(n, WIDTH).index_add_(0, dst, h[src])
+    with gdsl.use_backend("numba"):
+        for _ in range(2):  # the first call may compile and fill the pool
+            g.ndata["h"] = h
+            g.update_all(fn.copy_u("h", "m"), fn.sum("m", "a"))
+            torch.testing.assert_close(g.ndata.pop("a"), expected, rtol=1e-5, atol=1e-4)
+        hits, misses = buffers.POOL.hits, buffers.POOL.misses
+        g.ndata["h"] = h
+        g.update_all(fn.copy_u("h", "m"), fn.sum("m", "a"))
+        torch.testing.assert_close(g.ndata.pop("a"), expected, rtol=1e-5, atol=1e-4)
+    assert buffers.POOL.misses == misses and buffers.POOL.hits == hits + 2  # staged input + output

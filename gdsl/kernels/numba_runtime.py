@@ -36,8 +36,15 @@ _NP_DTYPES = {
 
 
 def _numpy_2d(tensor: torch.Tensor, rows: int, size: int) -> np.ndarray:
-    array = tensor.detach().contiguous().numpy()
-    return array.reshape(rows, size)
+    """A ``(rows, size)`` C-contiguous view of ``tensor``; a non-contiguous one (the broadcast
+    gradient of ``out.sum()``, a slice) is copied into a pooled buffer: a fresh allocation would
+    cost its first-touch page faults (16 ms for 51 MB here, ten times the copy)."""
+    tensor = tensor.detach()
+    if tensor.is_contiguous() or tensor.dtype not in _NP_DTYPES:
+        return tensor.contiguous().numpy().reshape(rows, size)
+    staged = buffers.empty((rows, size), _NP_DTYPES[tensor.dtype])
+    torch.from_numpy(staged).view(tensor.shape).copy_(tensor)
+    return staged
 
 
 def row_splits(indptr: np.ndarray, num_rows: int, parts: int, hub_threshold: int | None = None
