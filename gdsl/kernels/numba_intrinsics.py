@@ -134,6 +134,7 @@ def dropout_keep(seed, stream, eid, flat, width, threshold):
 # ------------------------------------------------------------------------------------------------
 _EXP_LO, _EXP_HI = -87.33654, 88.72283  # exp underflows below (to 0) / overflows above
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # ln 2 = hi + lo, hi exact in a few bits
+_ROUND = 12582912.0  # 1.5 * 2**23: float32 sums with it keep no fraction
 _EXP_POLY = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
              5.0000001201e-1)  # Cephes' expf coefficients, highest degree first
 
@@ -147,6 +148,12 @@ def exp32(typingctx, x):
     instead, so a loop over heads or features becomes vector code: ``x = n ln2 + r`` (n rounded,
     ln2 split in two so that ``n ln2`` is exact, |r| <= ln2/2), ``exp(r)`` by a degree-7
     polynomial, times ``2**n`` assembled in the exponent bits (``2**128`` as ``2**127 * 2``).
+    Multiply-adds are ``llvm.fmuladd`` (one fused instruction where the CPU has FMA, halving the
+    polynomial's latency) and n is rounded by adding 1.5 * 2**23 instead of a floor: where a
+    kernel computes one exp per edge outside any vector loop (a softmax backward), the exp's
+    latency is what the edge loop waits on. GAT H=1 D=8 at 100k/1M on an AMD EPYC, kernels timed
+    alternately: backward 7.1 -> 6.5 ms, forward 4.1 -> 3.7 ms (at most 0.99 ulp from the exact
+    value; Estrin's form of the polynomial ran no faster and reached 1.01 ulp).
     An intrinsic rather than an inlined jitted function: it adds no numba-level inlining and
     re-typing to every kernel's compile time."""
     if not isinstance(x, types.Float):
@@ -159,17 +166,26 @@ def exp32(typingctx, x):
         def const(number: float) -> ir.Constant:
             return ir.Constant(f32, number)
 
+        fmuladd = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, f32, f32]),
+                                                 "llvm.fmuladd.f32")
+
+        def fma(a: ir.Value, b: ir.Value, c: ir.Value) -> ir.Value:
+            return builder.call(fmuladd, [a, b, c])
+
         below = builder.fcmp_ordered("<", value, const(_EXP_LO))
         above = builder.fcmp_ordered(">", value, const(_EXP_HI))
         clamped = builder.select(below, const(_EXP_LO), builder.select(above, const(_EXP_HI), value))
-        floor = builder.module.declare_intrinsic("llvm.floor", [f32])
-        n = builder.call(floor, [builder.fadd(builder.fmul(clamped, const(1.4426950408889634)), const(0.5))])
-        r = builder.fsub(clamped, builder.fmul(n, const(_LN2_HI)))
-        r = builder.fsub(r, builder.fmul(n, const(_LN2_LO)))
-        p = const(_EXP_POLY[0])
-        for coefficient in _EXP_POLY[1:]:
-            p = builder.fadd(builder.fmul(p, r), const(coefficient))
-        y = builder.fadd(builder.fadd(builder.fmul(p, builder.fmul(r, r)), r), const(1.0))
+        # n = x / ln2 rounded to the nearest integer: added to 1.5 * 2**23, the fraction is rounded off
+        n = builder.fsub(fma(clamped, const(1.4426950408889634), const(_ROUND)), const(_ROUND))
+        r = fma(n, const(-_LN2_HI), clamped)
+        r = fma(n, const(-_LN2_LO), r)
+        r2 = builder.fmul(r, r)
+        r4 = builder.fmul(r2, r2)
+        c = [const(coefficient) for coefficient in _EXP_POLY]
+        p = c[0]
+        for coefficient in c[1:]:
+            p = fma(p, r, coefficient)
+        y = builder.fadd(fma(p, r2, r), const(1.0))
         top = builder.fcmp_ordered(">", n, const(127.0))
         exponent = builder.fptosi(builder.select(top, const(127.0), n), i32)
         scale = builder.bitcast(builder.shl(builder.add(exponent, ir.Constant(i32, 127)), ir.Constant(i32, 23)), f32)

@@ -75,7 +75,10 @@ from .common import InputSpec, OutputSpec, argument_lines, plan_inputs
 from .common import describe as _describe
 from .common import sanitize as _sanitize
 
-CODEGEN_VERSION = "numba-7"
+# In every generated file's first line, so part of its name: bump it when the generated code or an
+# intrinsic it calls (gdsl.kernels.numba_intrinsics) changes, since numba's on-disk cache of a file
+# does not see changes to the functions the file imports.
+CODEGEN_VERSION = "numba-8"
 
 
 _NP_TYPES = {
