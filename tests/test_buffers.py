@@ -18,6 +18,18 @@ def _pool(cap_mb: float = 64) -> BufferPool:
     return BufferPool(cap_bytes=int(cap_mb * 2**20))
 
 
+@pytest.mark.parametrize("nbytes", [0, 8, 1000, MIN_BYTES, 3 * MIN_BYTES + 12])
+def test_arrays_start_on_a_page_boundary(nbytes):
+    """Pooled or not, fresh or reused: a 64-byte feature row must not straddle two cache lines."""
+    pool = _pool()
+    for _ in range(3):
+        a = pool.empty((nbytes // 4,), np.float32)
+        assert a.nbytes == nbytes // 4 * 4
+        assert a.ctypes.data % buffers.ALIGN == 0 or nbytes < 4  # (an empty array has no bytes to place)
+        assert a.flags.c_contiguous and a.flags.writeable
+        del a
+
+
 def test_shape_dtype_and_contiguity():
     pool = _pool()
     for dtype in (np.float32, np.float64, np.int64):
@@ -115,7 +127,7 @@ def test_empty_cache_forgets_idle_buffers():
     pool = _pool()
     a = pool.empty((ROWS, WIDTH), np.float32)
     del a
-    assert pool.idle_bytes() == ROWS * WIDTH * 4
+    assert pool.idle_bytes() == ROWS * WIDTH * 4 + buffers.ALIGN
     pool.clear()
     assert pool.held_bytes == 0
     gdsl.empty_cache()  # the process-wide pool
