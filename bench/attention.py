@@ -9,14 +9,14 @@
 
 Implementations (same parameters: W (in, H*D), attn_l / attn_r (1, H, D), bias (H*D)):
 
-- ``gdsl-fused``: one message/reduce UDF pair (softmax over the mailbox, weighted sum), which gdsl
-  compiles to one fused forward kernel (online softmax) and a fused backward.
+- ``gdsl-fused``: ``gdsl.nn.GATConv``, the layer gdsl's users get: its message/reduce UDF pair
+  (softmax over the mailbox, weighted sum) compiles to one fused forward kernel (online softmax) and
+  a fused backward.
 - ``gdsl-unfused``: DGL's sequence in gdsl: ``apply_edges(u_add_v)``, ``leaky_relu``,
-  ``gdsl.edge_softmax``, ``update_all(u_mul_e, sum)``.
-  Both gdsl layers compute the attention scores with ``A``, the block-diagonal (H*D, 2H) matrix of
-  ``attn_l`` / ``attn_r`` (``feat @ A`` equals ``(feat * attn).sum(-1)`` for both): as ``feat @ A``
-  for H * D < 256, as ``x @ (W @ A)`` from 256 on (no pass over the N x H x D features); everything
-  else is the same layer as PyG's.
+  ``gdsl.edge_softmax``, ``update_all(u_mul_e, sum)``, with the attention scores computed as
+  ``gdsl.nn.GATConv`` computes them: with ``A``, the block-diagonal (H*D, 2H) matrix of ``attn_l`` /
+  ``attn_r`` (``feat @ A`` equals ``(feat * attn).sum(-1)`` for both), as ``feat @ A`` for
+  H * D < 256, as ``x @ (W @ A)`` from 256 on (no pass over the N x H x D features).
 - ``pyg``: ``torch_geometric.nn.GATConv(in, D, heads=H, add_self_loops=False, concat=True)``,
   which materialises E x H x D messages.
 
@@ -62,15 +62,6 @@ NEGATIVE_SLOPE = 0.2
 # ---------------------------------------------------------------------------------------------
 # The GAT layer, three ways
 # ---------------------------------------------------------------------------------------------
-def gat_message(edges):
-    return {"m": edges.src["ft"], "e": F.leaky_relu(edges.src["el"] + edges.dst["er"], NEGATIVE_SLOPE)}
-
-
-def gat_reduce(nodes):
-    alpha = torch.softmax(nodes.mailbox["e"], 1)
-    return {"h": (alpha * nodes.mailbox["m"]).sum(1)}
-
-
 def make_params(in_dim: int, heads: int, dim: int, seed: int = 2) -> dict[str, torch.Tensor]:
     """GAT parameters in gdsl's layout; PyG's GATConv gets copies (lin.weight is W transposed)."""
     gen = torch.Generator().manual_seed(seed)
@@ -78,9 +69,6 @@ def make_params(in_dim: int, heads: int, dim: int, seed: int = 2) -> dict[str, t
             "attn_l": torch.randn(1, heads, dim, generator=gen) * 0.3,
             "attn_r": torch.randn(1, heads, dim, generator=gen) * 0.3,
             "bias": torch.randn(heads * dim, generator=gen) * 0.1}
-
-
-FOLD_SCORES_FROM = 256  # H * D from which the gdsl layers compute scores as x @ (W @ A)
 
 
 def _linear_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -91,43 +79,60 @@ def _linear_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.t().contiguous() if 1 < weight.shape[1] < 16 else weight.t()
 
 
-def _gdsl_layer(impl, src, dst, num_nodes, heads, dim, params):
+def _gdsl_fused_layer(src, dst, num_nodes, heads, dim, params):
+    """gdsl.nn.GATConv, the layer users get: one fused kernel per direction."""
+    import gdsl
+    from gdsl.nn import GATConv
+    g = gdsl.graph((src, dst), num_nodes=num_nodes)
+    g.create_formats_()
+    in_dim = params["W"].shape[0]
+    conv = GATConv(in_dim, dim, heads, negative_slope=NEGATIVE_SLOPE, allow_zero_in_degree=True, bias=True)
+    with torch.no_grad():
+        conv.fc.weight.copy_(params["W"].t())
+        conv.attn_l.copy_(params["attn_l"])
+        conv.attn_r.copy_(params["attn_r"])
+        conv.bias.copy_(params["bias"])
+
+    def forward(x):
+        return conv(g, x).reshape(-1, heads * dim)
+
+    def grads():
+        return {"W": conv.fc.weight.grad.t(), "attn_l": conv.attn_l.grad, "attn_r": conv.attn_r.grad,
+                "bias": conv.bias.grad}
+    return forward, list(conv.parameters()), grads
+
+
+def _gdsl_unfused_layer(src, dst, num_nodes, heads, dim, params):
+    """DGL's sequence of built-ins in gdsl; the scores as gdsl.nn.GATConv computes them."""
     import gdsl
     import gdsl.function as fn
+    from gdsl.nn.conv.gatconv import FOLD_SCORES_FROM
     g = gdsl.graph((src, dst), num_nodes=num_nodes)
     g.create_formats_()
     p = {k: v.clone().requires_grad_() for k, v in params.items()}
-
     eye = torch.eye(heads).view(heads, 1, heads)
 
     def forward(x):
         feat = F.linear(x, _linear_weight(p["W"])).view(-1, heads, dim)
-        # el = (feat * attn_l).sum(-1) = feat @ A_l with A_l block-diagonal (H*D, H). Wide layers
-        # fold it into x @ (W @ A) (an (in x 2H) product instead of reading the N x H x D features);
-        # narrow ones take feat @ [A_l | A_r]: one pass over the features for both scores, and a
-        # small matmul backward instead of elementwise products and sums (H=8 D=8: 124 -> 100 ms).
         blocks = torch.cat([(p[k].view(heads, dim, 1) * eye).reshape(heads * dim, heads)
                             for k in ("attn_l", "attn_r")], 1)
         if heads * dim >= FOLD_SCORES_FROM:
             scores = F.linear(x, _linear_weight(p["W"] @ blocks))
-        else:  # one small product over the projected features for both (as gdsl.nn.GATConv)
+        else:
             scores = feat.reshape(-1, heads * dim) @ blocks
         el = scores[:, :heads].unsqueeze(-1)  # (N, H, 1)
         er = scores[:, heads:].unsqueeze(-1)
         with g.local_scope():
             g.srcdata.update({"ft": feat, "el": el})
             g.dstdata["er"] = er
-            if impl == "gdsl-fused":
-                g.update_all(gat_message, gat_reduce)
-            else:
-                g.apply_edges(fn.u_add_v("el", "er", "e"))
-                e = F.leaky_relu(g.edata.pop("e"), NEGATIVE_SLOPE)
-                g.edata["a"] = gdsl.edge_softmax(g, e)
-                g.update_all(fn.u_mul_e("ft", "a", "m"), fn.sum("m", "h"))
+            g.apply_edges(fn.u_add_v("el", "er", "e"))
+            e = F.leaky_relu(g.edata.pop("e"), NEGATIVE_SLOPE)
+            g.edata["a"] = gdsl.edge_softmax(g, e)
+            g.update_all(fn.u_mul_e("ft", "a", "m"), fn.sum("m", "h"))
             out = g.dstdata["h"]
         return out.reshape(-1, heads * dim) + p["bias"]
 
-    def grads():  # in gdsl's layout, for --check
+    def grads():  # in the parameters' layout, for --check
         return {k: v.grad for k, v in p.items()}
     return forward, list(p.values()), grads
 
@@ -184,7 +189,9 @@ def make_layer(impl, src, dst, num_nodes, heads, dim, params):
         return _pyg_layer(src, dst, num_nodes, heads, dim, params)
     if impl == "dgl":
         return _dgl_layer(src, dst, num_nodes, heads, dim, params)
-    return _gdsl_layer(impl, src, dst, num_nodes, heads, dim, params)
+    if impl == "gdsl-fused":
+        return _gdsl_fused_layer(src, dst, num_nodes, heads, dim, params)
+    return _gdsl_unfused_layer(src, dst, num_nodes, heads, dim, params)
 
 
 def _inputs(nodes, edges, in_dim, heads, dim):
