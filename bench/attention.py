@@ -79,14 +79,12 @@ def _linear_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.t().contiguous() if 1 < weight.shape[1] < 16 else weight.t()
 
 
-def _gdsl_fused_layer(src, dst, num_nodes, heads, dim, params):
-    """gdsl.nn.GATConv, the layer users get: one fused kernel per direction."""
-    import gdsl
-    from gdsl.nn import GATConv
-    g = gdsl.graph((src, dst), num_nodes=num_nodes)
+def _gatconv_layer(make_graph, gatconv, src, dst, num_nodes, heads, dim, params):
+    """A GATConv with DGL's API (``gdsl.nn.GATConv`` or DGL's own) on a graph from ``make_graph``."""
+    g = make_graph((src, dst), num_nodes=num_nodes)
     g.create_formats_()
     in_dim = params["W"].shape[0]
-    conv = GATConv(in_dim, dim, heads, negative_slope=NEGATIVE_SLOPE, allow_zero_in_degree=True, bias=True)
+    conv = gatconv(in_dim, dim, heads, negative_slope=NEGATIVE_SLOPE, allow_zero_in_degree=True, bias=True)
     with torch.no_grad():
         conv.fc.weight.copy_(params["W"].t())
         conv.attn_l.copy_(params["attn_l"])
@@ -100,6 +98,13 @@ def _gdsl_fused_layer(src, dst, num_nodes, heads, dim, params):
         return {"W": conv.fc.weight.grad.t(), "attn_l": conv.attn_l.grad, "attn_r": conv.attn_r.grad,
                 "bias": conv.bias.grad}
     return forward, list(conv.parameters()), grads
+
+
+def _gdsl_fused_layer(src, dst, num_nodes, heads, dim, params):
+    """gdsl.nn.GATConv, the layer users get: one fused kernel per direction."""
+    import gdsl
+    from gdsl.nn import GATConv
+    return _gatconv_layer(gdsl.graph, GATConv, src, dst, num_nodes, heads, dim, params)
 
 
 def _gdsl_unfused_layer(src, dst, num_nodes, heads, dim, params):
@@ -165,23 +170,7 @@ def _dgl_layer(src, dst, num_nodes, heads, dim, params):
     os.environ.setdefault("DGLBACKEND", "pytorch")
     import dgl
     from dgl.nn import GATConv
-    g = dgl.graph((src, dst), num_nodes=num_nodes)
-    g.create_formats_()
-    in_dim = params["W"].shape[0]
-    conv = GATConv(in_dim, dim, heads, negative_slope=NEGATIVE_SLOPE, allow_zero_in_degree=True, bias=True)
-    with torch.no_grad():
-        conv.fc.weight.copy_(params["W"].t())
-        conv.attn_l.copy_(params["attn_l"])
-        conv.attn_r.copy_(params["attn_r"])
-        conv.bias.copy_(params["bias"])
-
-    def forward(x):
-        return conv(g, x).reshape(-1, heads * dim)
-
-    def grads():
-        return {"W": conv.fc.weight.grad.t(), "attn_l": conv.attn_l.grad, "attn_r": conv.attn_r.grad,
-                "bias": conv.bias.grad}
-    return forward, list(conv.parameters()), grads
+    return _gatconv_layer(dgl.graph, GATConv, src, dst, num_nodes, heads, dim, params)
 
 
 def make_layer(impl, src, dst, num_nodes, heads, dim, params):
