@@ -12,11 +12,9 @@ Implementations (same parameters: W (in, H*D), attn_l / attn_r (1, H, D), bias (
 - ``gdsl-fused``: ``gdsl.nn.GATConv``, the layer gdsl's users get: its message/reduce UDF pair
   (softmax over the mailbox, weighted sum) compiles to one fused forward kernel (online softmax) and
   a fused backward.
-- ``gdsl-unfused``: DGL's sequence in gdsl: ``apply_edges(u_add_v)``, ``leaky_relu``,
-  ``gdsl.edge_softmax``, ``update_all(u_mul_e, sum)``, with the attention scores computed as
-  ``gdsl.nn.GATConv`` computes them: with ``A``, the block-diagonal (H*D, 2H) matrix of ``attn_l`` /
-  ``attn_r`` (``feat @ A`` equals ``(feat * attn).sum(-1)`` for both), as ``feat @ A`` for
-  H * D < 256, as ``x @ (W @ A)`` from 256 on (no pass over the N x H x D features).
+- ``gdsl-unfused``: ``gdsl.nn.GATConv`` with ``get_attention=True``, which runs DGL's sequence in
+  gdsl: ``apply_edges(u_add_v)``, ``leaky_relu``, ``gdsl.edge_softmax``, ``update_all(u_mul_e, sum)``
+  (the scores computed as the fused layer computes them).
 - ``pyg``: ``torch_geometric.nn.GATConv(in, D, heads=H, add_self_loops=False, concat=True)``,
   which materialises E x H x D messages.
 
@@ -44,7 +42,6 @@ import time
 import traceback
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import (LargestTensor, RssSampler, machine, set_threads, time_it,  # noqa: E402
@@ -71,16 +68,9 @@ def make_params(in_dim: int, heads: int, dim: int, seed: int = 2) -> dict[str, t
             "bias": torch.randn(heads * dim, generator=gen) * 0.1}
 
 
-def _linear_weight(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` (in, out) as F.linear's weight, in the layout whose backward torch's CPU matmul
-    runs fastest: for 2-15 outputs the (out, in) copy, whose weight gradient is computed as
-    g^T @ x (x^T @ g is 4-10x slower there: 17.5 vs 2.8 ms at 100k x 64 -> 8), else as it is
-    (gdsl.nn.GraphConv does the same; bench/RESULTS.md, "Dense products")."""
-    return weight.t().contiguous() if 1 < weight.shape[1] < 16 else weight.t()
-
-
-def _gatconv_layer(make_graph, gatconv, src, dst, num_nodes, heads, dim, params):
-    """A GATConv with DGL's API (``gdsl.nn.GATConv`` or DGL's own) on a graph from ``make_graph``."""
+def _gatconv_layer(make_graph, gatconv, src, dst, num_nodes, heads, dim, params, **call):
+    """A GATConv with DGL's API (``gdsl.nn.GATConv`` or DGL's own) on a graph from ``make_graph``,
+    called with the keywords ``call``; its first output."""
     g = make_graph((src, dst), num_nodes=num_nodes)
     g.create_formats_()
     in_dim = params["W"].shape[0]
@@ -92,7 +82,8 @@ def _gatconv_layer(make_graph, gatconv, src, dst, num_nodes, heads, dim, params)
         conv.bias.copy_(params["bias"])
 
     def forward(x):
-        return conv(g, x).reshape(-1, heads * dim)
+        out = conv(g, x, **call)
+        return (out[0] if isinstance(out, tuple) else out).reshape(-1, heads * dim)
 
     def grads():
         return {"W": conv.fc.weight.grad.t(), "attn_l": conv.attn_l.grad, "attn_r": conv.attn_r.grad,
@@ -108,38 +99,12 @@ def _gdsl_fused_layer(src, dst, num_nodes, heads, dim, params):
 
 
 def _gdsl_unfused_layer(src, dst, num_nodes, heads, dim, params):
-    """DGL's sequence of built-ins in gdsl; the scores as gdsl.nn.GATConv computes them."""
+    """gdsl.nn.GATConv with ``get_attention=True``: it then runs DGL's sequence of built-ins
+    (``apply_edges(u_add_v)``, ``leaky_relu``, ``edge_softmax``, ``update_all(u_mul_e, sum)``) and
+    returns the E x H attention beside the output, as DGL does."""
     import gdsl
-    import gdsl.function as fn
-    from gdsl.nn.conv.gatconv import FOLD_SCORES_FROM
-    g = gdsl.graph((src, dst), num_nodes=num_nodes)
-    g.create_formats_()
-    p = {k: v.clone().requires_grad_() for k, v in params.items()}
-    eye = torch.eye(heads).view(heads, 1, heads)
-
-    def forward(x):
-        feat = F.linear(x, _linear_weight(p["W"])).view(-1, heads, dim)
-        blocks = torch.cat([(p[k].view(heads, dim, 1) * eye).reshape(heads * dim, heads)
-                            for k in ("attn_l", "attn_r")], 1)
-        if heads * dim >= FOLD_SCORES_FROM:
-            scores = F.linear(x, _linear_weight(p["W"] @ blocks))
-        else:
-            scores = feat.reshape(-1, heads * dim) @ blocks
-        el = scores[:, :heads].unsqueeze(-1)  # (N, H, 1)
-        er = scores[:, heads:].unsqueeze(-1)
-        with g.local_scope():
-            g.srcdata.update({"ft": feat, "el": el})
-            g.dstdata["er"] = er
-            g.apply_edges(fn.u_add_v("el", "er", "e"))
-            e = F.leaky_relu(g.edata.pop("e"), NEGATIVE_SLOPE)
-            g.edata["a"] = gdsl.edge_softmax(g, e)
-            g.update_all(fn.u_mul_e("ft", "a", "m"), fn.sum("m", "h"))
-            out = g.dstdata["h"]
-        return out.reshape(-1, heads * dim) + p["bias"]
-
-    def grads():  # in the parameters' layout, for --check
-        return {k: v.grad for k, v in p.items()}
-    return forward, list(p.values()), grads
+    from gdsl.nn import GATConv
+    return _gatconv_layer(gdsl.graph, GATConv, src, dst, num_nodes, heads, dim, params, get_attention=True)
 
 
 def _pyg_layer(src, dst, num_nodes, heads, dim, params):
