@@ -405,6 +405,19 @@ def test_softmax_chunks_shorten_so_their_logits_fit_the_stack():
     run_and_check_schedule(comp, case, make_features(case, schema, 5, "real"), NumbaSchedule())
 
 
+def test_softmax_chunk_exps_are_one_branch_free_loop():
+    """The chunk's exps subtract a per-logit shift (the max, 0 while it is -inf) instead of
+    selecting between the exp and 0, which kept LLVM from vectorising the loop (GAT H=8 forward
+    kernel 72 -> 51 ms); the values are checked by the masked cases above."""
+    schema = float_schema(torch.float32, src={"el": (8, 1), "ft": (8, 3)}, dst={"er": (8, 1)},
+                          edge={"w": (8, 1)})
+    comp = _MEMO.gather("attention-8-heads-f32", _attention_message, _weighted_reduce, schema)
+    source = comp.kernel.source.source
+    exp_lines = [line.strip() for line in source.splitlines() if "= exp32(lg" in line]
+    assert len(exp_lines) == 1, exp_lines
+    assert re.fullmatch(r"lg\w+\[jk \* 8 \+ f\] = exp32\(lg\w+\[jk \* 8 \+ f\] - sh\w+\[f\]\)", exp_lines[0])
+
+
 def test_softmax_chunks_propagate_nan_logits():
     """A NaN logit makes its row's softmax outputs NaN, as torch.softmax does, chunked or not."""
     from strategies import GraphCase

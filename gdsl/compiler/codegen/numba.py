@@ -78,7 +78,7 @@ from .common import sanitize as _sanitize
 # In every generated file's first line, so part of its name: bump it when the generated code or an
 # intrinsic it calls (gdsl.kernels.numba_intrinsics) changes, since numba's on-disk cache of a file
 # does not see changes to the functions the file imports.
-CODEGEN_VERSION = "numba-8"
+CODEGEN_VERSION = "numba-9"
 
 
 _NP_TYPES = {
@@ -1098,9 +1098,11 @@ class _Generator:
         dtype = out.dtype
         run_max, run_den = self.softmax_state(i, nx, dtype)
         buf, cmax, scales = self.fresh(f"lg{i}"), self.fresh(f"cm{i}"), self.fresh(f"scs{i}")
+        shifts = self.fresh(f"sh{i}")
         self.alloc(buf, chunk * nx, dtype)
         self.alloc(cmax, nx, dtype)
         self.alloc(scales, nx, dtype)
+        self.alloc(shifts, nx, dtype)
         nest, _, x_index, x_flat = self.logits_nest(shape, x_shape, head_axes, loops)
         what = "softmax-weighted sum" if out.reducer == "softmax_sum" else "log-sum-exp"
         nest.pre[0].insert(0, f"# {out.name} = {what} over the row's edges, {chunk} at a time: "
@@ -1114,8 +1116,11 @@ class _Generator:
         self.chunk_init += [f"for f in range({nx}):", f"    {cmax}[f] = {lowest}"]
         mo, mn, lv, sc = (self.fresh(f"{b}{i}") for b in ("mo", "mn", "lv", "sc"))
         # The chunk's max joins the row's; the sums so far shrink by exp(old - new) (1 while the
-        # row's logits are all -inf). Then every logit of the chunk becomes its exp (0 while the
-        # max is -inf), in a loop of its own so that it vectorises, and adds to the denominator.
+        # row's logits are all -inf). Then every logit of the chunk becomes its exp, in a loop of
+        # its own so that it vectorises, and adds to the denominator. The exps subtract a shift:
+        # the max, or 0 while the max is -inf (the chunk's logits are then -inf too, and their
+        # exps 0). A select between the exp and 0 instead kept that loop scalar (GAT H=8 D=8
+        # 100k/1M forward kernel 72 -> 51 ms on a Xeon).
         self.between += [
             f"for f in range({nx}):",
             f"    {mo} = {run_max}[f]",
@@ -1126,15 +1131,15 @@ class _Generator:
             f"    {run_den}[f] = {run_den}[f] * {sc}",
             f"    {run_max}[f] = {mn}",
             f"    {scales}[f] = {sc}",
+            f"    {shifts}[f] = {mn} if {lv} else {_literal(0, dtype)}",
         ]
         if out.reducer == "softmax_sum":
             self.between += self.rescale_lines(out, shape, x_shape, scales)
-        top = f"{run_max}[f]"
         cell = f"{buf}[jk * {nx} + f]" if nx > 1 else f"{buf}[jk]"
         self.between += [
             "for jk in range(nc):",
             f"    for f in range({nx}):",
-            f"        {cell} = {self.exp(f'{cell} - {top}', dtype)} if {top} != {lowest} else {_literal(0, dtype)}",
+            f"        {cell} = {self.exp(f'{cell} - {shifts}[f]', dtype)}",
             "for jk in range(nc):",
             f"    for f in range({nx}):",
             f"        {run_den}[f] += {cell}",
