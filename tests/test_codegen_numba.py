@@ -775,6 +775,19 @@ def test_prefetch_lines():
     assert "jp = j + 3" in codegen.generate_numba(kernel, NumbaSchedule(prefetch_distance=3)).source
 
 
+@pytest.mark.parametrize("width, columns", [(8, [0]), (12, [0, 11]), (16, [0]), (32, [0, 16]), (40, [0, 16, 32, 39])])
+def test_prefetched_columns_cover_each_line_of_a_row_once(width, columns):
+    """One prefetch per cache line a float32 row can touch: a row dividing a line (32 bytes) lies
+    in one line, a 48- or 160-byte row may reach into one more line than its size needs."""
+    import gdsl.compiler.codegen.numba as codegen
+
+    schema = float_schema(torch.float32, src={"h": (width,)})
+    kernel = gather(f"copy_sum_{width}", fn.copy_u("h", "m"), fn.sum("m", "h"), schema).step.kernel
+    text = codegen.generate_numba(kernel).source
+    found = [int(c) for c in re.findall(r"prefetch\(src_h, up, (\d+)\)", text)]  # (per edge loop)
+    assert found and found == columns * (len(found) // len(columns))
+
+
 def test_opaque_loop_bounds_only_for_in_place_16_to_48_wide_loops():
     """Sums accumulate on the stack with constant loop bounds; max (accumulated in place in the
     output row) runs its 16-48-wide loops to an opaque bound."""

@@ -1525,7 +1525,11 @@ class _Generator:
             itemsize = torch.empty((), dtype=dtype).element_size()
             step = max(1, 64 // itemsize)
             cols = list(range(0, size, step))
-            if (size * itemsize) % 64:  # rows are not line-aligned: the last line may be extra
+            row_bytes = size * itemsize
+            # A row that is not a whole number of lines may reach into one more line, unless it
+            # divides a line (4 to 32 bytes: arrays start line-aligned, so such rows never straddle
+            # two; prefetching their last element too was a second, wasted prefetch per row).
+            if row_bytes % 64 and 64 % row_bytes:
                 cols.append(size - 1)
             cols = sorted(set(cols))[:max_lines]
             call = "prefetch_write" if write else "prefetch"
