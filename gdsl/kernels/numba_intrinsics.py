@@ -180,7 +180,6 @@ def exp32(typingctx, x):
         r = fma(n, const(-_LN2_HI), clamped)
         r = fma(n, const(-_LN2_LO), r)
         r2 = builder.fmul(r, r)
-        r4 = builder.fmul(r2, r2)
         c = [const(coefficient) for coefficient in _EXP_POLY]
         p = c[0]
         for coefficient in c[1:]:
