@@ -814,6 +814,33 @@ def test_opaque_loop_bounds_only_for_in_place_16_to_48_wide_loops():
             assert (f"acc_out_o = numba.carray(stack_empty({sets}, np.float32), {sets})" in text) == stack
 
 
+@pytest.mark.parametrize("dim", [8, 16, 32, 64])
+def test_head_loops_keep_a_contiguous_inner_loop(dim):
+    """Per-head loops (heads x features) run their feature loop to an opaque bound at 16-48
+    features, and a per-head dot product its 8-lane steps: unrolled, LLVM vectorised the loop over
+    the heads instead, gathering strided elements (GAT H=8 D=16 backward 351 -> 163 ms)."""
+    import gdsl.compiler.codegen.numba as codegen
+
+    def msg(edges):
+        return {"m": edges.src["h"] * edges.data["a"],
+                "s": (edges.src["h"] * edges.dst["q"]).sum(-1, keepdim=True)}
+
+    def red(nodes):
+        return {"o": nodes.mailbox["m"].sum(1), "t": nodes.mailbox["s"].sum(1)}
+
+    schema = float_schema(torch.float32, src={"h": (8, dim)}, dst={"q": (8, dim)}, edge={"a": (8, 1)})
+    traced = trace_gather_reduce(msg, red, field_specs(schema))
+    text = codegen.generate_numba(plan(optimize(traced.program)[0]).kernel).source
+    inner_opaque = 16 <= dim <= 48
+    assert (f"for i1 in range(nf{dim}):" in text) == inner_opaque
+    assert (f"for i1 in range({dim}):" in text) == (not inner_opaque)
+    lanes = 8 if dim >= 16 else 4
+    steps = dim // lanes
+    assert (f"for r in range(nf{steps}):" in text) == (lanes == 8)
+    assert (f"for r in range({steps}):" in text) == (lanes == 4)
+    compile(text, "<generated>", "exec")
+
+
 def test_edge_order_walk_source():
     """edge_order=1: an edge map walks edge-id ranges, reads its edge rows in sequence and
     prefetches the endpoints' rows; gather-reduce kernels are unchanged by the knob."""

@@ -629,3 +629,49 @@ def test_fuse_softmax_leaves_other_uses_of_the_weights():
         return {"o": (alpha * alpha * nodes.mailbox["m"]).sum(1)}  # quadratic in the weights
     t = trace_gather_reduce(msg_gat, red, NODE)
     assert fuse_softmax(t.program) == dce(t.program)
+
+
+# ------------------------------------------------------------------------------------------------
+# The interpreter's sums of products
+# ------------------------------------------------------------------------------------------------
+def _dot_program(also_output_product: bool) -> Program:
+    b = Builder()
+    h = load(b, "src", "h", (3, 5))
+    q = load(b, "dst", "q", (3, 5))
+    m = b.add("mul", (h, q))
+    s = b.add("feature_sum", (m,), {"axis": -1, "keepdim": True})
+    outputs = [("edge:s", s)] + ([("edge:m", m)] if also_output_product else [])
+    return b.build(outputs)
+
+
+def test_interpreter_sums_products_as_batched_dots():
+    """A product only a feature_sum reads is never materialised: the pair runs as one batched
+    dot, with the values of the plain mul-then-sum (which runs when the product is also read)."""
+    from gdsl.compiler.interpret import _sums_of_products
+    src = torch.tensor([0, 1, 1, 2]); dst = torch.tensor([2, 0, 2, 1])
+    g = Structure(src, dst, 3, 3)
+    gen = torch.Generator().manual_seed(0)
+    feats = {"src": {"h": torch.randn(3, 3, 5, generator=gen, dtype=F64)},
+             "dst": {"q": torch.randn(3, 3, 5, generator=gen, dtype=F64)}}
+    fused, plain = _dot_program(False), _dot_program(True)
+    assert list(_sums_of_products(fused).items()) == [(3, 2)]
+    assert _sums_of_products(plain) == {}
+    expected = (feats["src"]["h"][src] * feats["dst"]["q"][dst]).sum(-1, keepdim=True)
+    for p in (fused, plain):
+        torch.testing.assert_close(evaluate(p, [], g, feats)["edge:s"], expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("a_shape, b_shape, axis, keepdim", [
+    ((4, 3, 5), (4, 3, 5), -1, True), ((4, 3, 5), (4, 3, 5), 0, False), ((4, 3, 5), (4, 1, 5), -1, True),
+    ((4, 5), (4, 3, 5), -1, False), ((0, 3, 5), (0, 3, 5), -1, True), ((4, 6), (4, 6), 0, True)])
+def test_sum_of_products_matches_mul_then_sum(a_shape, b_shape, axis, keepdim):
+    from gdsl.compiler.interpret import _pad_rank, sum_of_products
+    gen = torch.Generator().manual_seed(1)
+    a = torch.randn(a_shape, generator=gen, dtype=F64)
+    b = torch.randn(b_shape, generator=gen, dtype=F64)
+    rank = max(a.dim(), b.dim())
+    dim = axis % (rank - 1) + 1
+    expected = (_pad_rank(a, rank) * _pad_rank(b, rank)).sum(dim, keepdim=keepdim)
+    got = sum_of_products(a, b, axis, keepdim)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
