@@ -840,6 +840,21 @@ def test_head_loops_keep_a_contiguous_inner_loop(dim):
     assert (f"for r in range({steps}):" in text) == (lanes == 4)
     compile(text, "<generated>", "exec")
 
+    # a softmax-weighted sum per head: its once-per-chunk rescale and once-per-row normalisation too
+    def msg_att(edges):
+        return {"m": edges.src["h"], "e": edges.src["a"] + edges.dst["b"]}
+
+    def red_att(nodes):
+        return {"o": (torch.softmax(nodes.mailbox["e"], 1) * nodes.mailbox["m"]).sum(1)}
+
+    schema = float_schema(torch.float32, src={"h": (8, dim), "a": (8, 1)}, dst={"b": (8, 1)})
+    traced = trace_gather_reduce(msg_att, red_att, field_specs(schema))
+    text = codegen.generate_numba(plan(optimize(traced.program)[0]).kernel).source
+    trip = f"nf{dim}" if inner_opaque else str(dim)
+    assert re.search(rf"for i1 in range\({trip}\):\n +acc_out_o\[[^\]]+\] = acc_out_o\[[^\]]+\] \* scs", text)
+    assert re.search(rf"for i1 in range\({trip}\):\n +out_o\[v, [^\]]+\] /= den", text)
+    compile(text, "<generated>", "exec")
+
 
 def test_edge_order_walk_source():
     """edge_order=1: an edge map walks edge-id ranges, reads its edge rows in sequence and

@@ -309,10 +309,13 @@ def _loops_over_output(shape: tuple[int, ...], x_shape: tuple[int, ...], indent:
     their body, and the body's flat index into the output and into its logits (``x_shape``,
     broadcast against ``shape``)."""
     lines, names = [], []
+    looped = [k for k, n in enumerate(shape) if n > 1]
     for k, n in enumerate(shape):
         names.append(f"i{k}" if n > 1 else "0")
         if n > 1:
-            lines.append(f"{indent}for i{k} in range({n}):")
+            # as _Nest: a per-head inner loop of 16-48 runs to an opaque bound (no gathers over heads)
+            inner_opaque = len(looped) > 1 and k == looped[-1] and _INNER_OPAQUE_FROM <= n <= _OPAQUE_MAX
+            lines.append(f"{indent}for i{k} in range({f'nf{n}' if inner_opaque else n}):")
             indent += "    "
     flat = " + ".join(f"{nm} * {st}" if st != 1 else nm
                       for nm, st in zip(names, _strides(shape)) if nm != "0") or "0"
