@@ -675,6 +675,11 @@ def _backward_cases():
                             float_schema(f32, src={"h": (8,)}, edge={"w": (1,)})),
         "math_min": (math_message, lambda n: {"o": n.mailbox["m"].min(1).values},
                      float_schema(f64, src={"h": (3,)}, dst={"h": (3,)}, edge={"w": (3,)})),
+        # per-head loops of 16-48 features and per-head dots of 8 lanes (opaque loop bounds)
+        "heads_16": (lambda e: {"m": e.src["h"] * e.data["w"],
+                                "s": (e.src["h"] * e.dst["h"]).sum(-1, keepdim=True)},
+                     lambda n: {"o": n.mailbox["m"].sum(1), "t": n.mailbox["s"].sum(1)},
+                     float_schema(f32, src={"h": (2, 16)}, dst={"h": (2, 16)}, edge={"w": (2, 1)})),
     }
 
 
@@ -716,6 +721,19 @@ def test_backward_kernels(name, case, seed, kind):
     for kernel_plan, kernel in kernels:
         check_kernel(kernel_plan, kernel, comp.params, case, torch.int64 if seed % 2 else torch.int32,
                      feats)
+
+
+@pytest.mark.parametrize("name", ["heads_16"])
+@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@given(**CASES)
+def test_wide_head_loops_forward(name, case, seed, kind):
+    """The forward kernel of a wide per-head case (its backward: test_backward_kernels) agrees with
+    the interpreter; both directions run loops to opaque bounds (the softmax-weighted sum's:
+    test_attention.py::test_fused_gat_wide_heads_matches_reference)."""
+    comp, back, kernels = _backward(name)
+    assert "range(nf" in comp.kernel.source.source
+    assert any("range(nf" in kernel.source.source for _, kernel in kernels)
+    run_and_check(comp, case, torch.int64 if seed % 2 else torch.int32, make_features(case, comp.schema, seed, kind))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -60,12 +60,13 @@ def evaluate(program: Program, params: list[torch.Tensor], g: Structure,
     """
     values: list[torch.Tensor | None] = []
     dots = _sums_of_products(program)
+    products = set(dots.values())
     # What the backward of a reduction reads, as compiled kernels save it: max/min ``@arg`` (the
     # winning edge per (row, feature)), softmax reductions ``@lse`` (per-row log-sum-exp).
     saved: dict[int, tuple[str, torch.Tensor]] = {}
     for ins in program.instrs:
         op = ins.op
-        if len(values) in dots.values():
+        if len(values) in products:
             values.append(None)  # a product only a feature_sum reads: computed with that sum
             continue
         spaces = [program.instrs[a].space for a in ins.args]

@@ -259,6 +259,11 @@ _CLEAR = 1 << 30    # other loops: constant trip counts
 # across the heads' strided elements; kept, it is one contiguous vector loop per head (GAT H=8
 # D=16 100k/1M backward kernel 351 -> 163 ms). At 8 features the unrolled form is faster.
 _INNER_OPAQUE_FROM = 16
+
+
+def _opaque_inner(extents: list[int]) -> bool:
+    """Whether the innermost of a nest of loops with these trip counts runs to an opaque bound."""
+    return len(extents) > 1 and _INNER_OPAQUE_FROM <= extents[-1] <= _OPAQUE_MAX
 # Per-part scratch and row accumulators up to this many elements live on the stack (alloca).
 _STACK_MAX = 1024
 
@@ -271,7 +276,7 @@ class _Nest:
         self.loops = loops
         self.opaque_from = opaque_from  # loops this long or longer run to an opaque bound
         self.opaque_loops: set[int] = set()  # loops that run to an opaque bound whatever their length
-        if len(loops) > 1 and _INNER_OPAQUE_FROM <= loops[-1][1] <= _OPAQUE_MAX:
+        if _opaque_inner([extent for _, extent in loops]):
             self.opaque_loops.add(len(loops) - 1)
         self.pre: list[list[str]] = [[] for _ in range(len(loops) + 1)]
         self.post: list[list[str]] = [[] for _ in range(len(loops) + 1)]
@@ -310,12 +315,12 @@ def _loops_over_output(shape: tuple[int, ...], x_shape: tuple[int, ...], indent:
     broadcast against ``shape``)."""
     lines, names = [], []
     looped = [k for k, n in enumerate(shape) if n > 1]
+    opaque_last = _opaque_inner([shape[k] for k in looped])  # as a _Nest's
     for k, n in enumerate(shape):
         names.append(f"i{k}" if n > 1 else "0")
         if n > 1:
-            # as _Nest: a per-head inner loop of 16-48 runs to an opaque bound (no gathers over heads)
-            inner_opaque = len(looped) > 1 and k == looped[-1] and _INNER_OPAQUE_FROM <= n <= _OPAQUE_MAX
-            lines.append(f"{indent}for i{k} in range({f'nf{n}' if inner_opaque else n}):")
+            opaque = opaque_last and k == looped[-1]
+            lines.append(f"{indent}for i{k} in range({f'nf{n}' if opaque else n}):")
             indent += "    "
     flat = " + ".join(f"{nm} * {st}" if st != 1 else nm
                       for nm, st in zip(names, _strides(shape)) if nm != "0") or "0"
